@@ -1,0 +1,84 @@
+# dvmm - top-level build. `make` builds build/dvmm and the test guest;
+# `make test`, `make demo`, `make bench` install what they need first.
+CC := gcc
+BUILD := build
+WARN := -Wall -Wextra -Werror
+BASE_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -Isrc -g -MMD -MP
+CFLAGS := -O2 $(BASE_CFLAGS)
+SAN_CFLAGS := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+	-fno-sanitize-recover=undefined $(BASE_CFLAGS)
+LDLIBS := -ljansson -lpthread
+TEST_LDLIBS := -lcmocka $(LDLIBS)
+
+MAIN_SRC := src/main.c
+LIB_SRC := $(sort $(wildcard src/*/*.c))
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+SAN_LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/asan/obj/%.o)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+SAN_UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan/tests/%)
+
+GUEST := $(BUILD)/guest/testguest.elf
+
+.PHONY: all deps deps-test guest test unit demo bench clean format
+
+all: deps $(BUILD)/dvmm guest
+
+deps:
+	@scripts/deps.sh build
+
+deps-test:
+	@scripts/deps.sh test
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/asan/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_CFLAGS) -c $< -o $@
+
+$(BUILD)/libdvmm.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/asan/libdvmm.a: $(SAN_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/dvmm: $(BUILD)/obj/src/main.o $(BUILD)/libdvmm.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/asan/dvmm: $(BUILD)/asan/obj/src/main.o $(BUILD)/asan/libdvmm.a
+	$(CC) $(SAN_CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libdvmm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(TEST_LDLIBS)
+
+$(BUILD)/asan/tests/%: $(BUILD)/asan/obj/tests/unit/%.o $(BUILD)/asan/libdvmm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_CFLAGS) -o $@ $^ $(TEST_LDLIBS)
+
+guest:
+	@$(MAKE) --no-print-directory -C guest BUILD=$(abspath $(BUILD))/guest
+
+unit: $(UNIT_BIN) $(SAN_UNIT_BIN)
+
+test: deps-test all $(BUILD)/asan/dvmm unit
+	@tests/run_all.sh
+
+demo: deps all
+	@scripts/demo.sh
+
+bench: deps-test all
+	@bench/run.sh
+
+format:
+	clang-format -i $(LIB_SRC) $(MAIN_SRC) $(wildcard src/*/*.h) $(UNIT_SRC)
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
