@@ -1,0 +1,495 @@
+/*
+ * cli/run.c - `dvmm run`: options, the boot/reboot loop, signals, and the
+ * control socket's view of the running VM (struct api_ops).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "cli/run.h"
+#include "core/kvm.h"
+#include "machine/machine.h"
+#include "util/log.h"
+#include "util/parse.h"
+
+#define MIN_RAM (16ULL << 20)
+#define DEFAULT_RAM (256ULL << 20)
+#define EXIT_USAGE 2
+#define EXIT_FAILURE_VMM 1
+
+struct run_options {
+	struct machine_config mc;
+	const char *api_path;
+	const char *console;
+};
+
+/* The VM as the control socket and the signal thread see it. */
+struct runner {
+	pthread_mutex_t lock;
+	struct machine *pc;   /* NULL between boots */
+	struct run_options *opt;
+	unsigned int reboots;
+	bool quit;            /* a signal or "stop" asked us to end */
+	int quit_code;
+	pthread_t sig_thread;
+};
+
+void run_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: dvmm run --kernel FILE [options]\n"
+		"  --kernel FILE       PVH ELF kernel to boot (required)\n"
+		"  --cpus N            vCPUs, 1..%d (default 1)\n"
+		"  --memory SIZE       guest RAM, e.g. 512M, 2G (default 256M)\n"
+		"  --cmdline STRING    kernel command line\n"
+		"  --initrd FILE       initial ramdisk (PVH module 0)\n"
+		"  --console stdio|file:PATH|none   serial console "
+		"(default stdio)\n"
+		"  --api PATH          control socket (see dvmm ctl)\n"
+		"  --kvm PATH          KVM device (default /dev/kvm)\n"
+		"  -v, --verbose       more log lines (repeat for debug)\n",
+		VM_MAX_CPUS);
+}
+
+static int usage_error(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "dvmm: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "; see dvmm run --help\n");
+	return -EXIT_USAGE;
+}
+
+static uint64_t host_memory_bytes(void)
+{
+	struct sysinfo si;
+
+	if (sysinfo(&si))
+		return UINT64_MAX;
+	return ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
+}
+
+static int check_memory(const char *arg, uint64_t *size)
+{
+	uint64_t host;
+
+	if (parse_size(arg, size))
+		return usage_error("--memory '%s' is not a size like 512M or "
+				   "2G",
+				   arg);
+	if (*size < MIN_RAM || (*size & 0xfff))
+		return usage_error("--memory '%s' must be at least 16M and a "
+				   "multiple of 4K",
+				   arg);
+	host = host_memory_bytes();
+	if (*size > host) {
+		fprintf(stderr,
+			"dvmm: --memory %s is more than this host can give "
+			"(%llu MiB of RAM and swap)\n",
+			arg, (unsigned long long)(host >> 20));
+		return -EXIT_FAILURE_VMM;
+	}
+	return 0;
+}
+
+enum {
+	OPT_KERNEL = 0x100,
+	OPT_CPUS,
+	OPT_MEMORY,
+	OPT_CMDLINE,
+	OPT_INITRD,
+	OPT_CONSOLE,
+	OPT_API,
+	OPT_KVM,
+	OPT_HELP,
+};
+
+static const struct option run_long_opts[] = {
+	{ "kernel", required_argument, NULL, OPT_KERNEL },
+	{ "cpus", required_argument, NULL, OPT_CPUS },
+	{ "memory", required_argument, NULL, OPT_MEMORY },
+	{ "cmdline", required_argument, NULL, OPT_CMDLINE },
+	{ "initrd", required_argument, NULL, OPT_INITRD },
+	{ "console", required_argument, NULL, OPT_CONSOLE },
+	{ "api", required_argument, NULL, OPT_API },
+	{ "kvm", required_argument, NULL, OPT_KVM },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "help", no_argument, NULL, OPT_HELP },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* Returns 0, 1 for --help, or -exit_status. */
+static int parse_run_options(int argc, char **argv, struct run_options *o)
+{
+	int c, verbose = 0, rc;
+	long n;
+
+	memset(o, 0, sizeof(*o));
+	o->mc.ncpus = 1;
+	o->mc.ram_size = DEFAULT_RAM;
+	o->console = "stdio";
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "v", run_long_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_KERNEL:
+			o->mc.kernel_path = optarg;
+			break;
+		case OPT_CPUS:
+			if (parse_int_range(optarg, 1, VM_MAX_CPUS, &n))
+				return usage_error("--cpus '%s' must be a "
+						   "number from 1 to 64",
+						   optarg);
+			o->mc.ncpus = (int)n;
+			break;
+		case OPT_MEMORY:
+			rc = check_memory(optarg, &o->mc.ram_size);
+			if (rc)
+				return rc;
+			break;
+		case OPT_CMDLINE:
+			o->mc.cmdline = optarg;
+			break;
+		case OPT_INITRD:
+			o->mc.initrd_path = optarg;
+			break;
+		case OPT_CONSOLE:
+			o->console = optarg;
+			break;
+		case OPT_API:
+			o->api_path = optarg;
+			break;
+		case OPT_KVM:
+			o->mc.kvm_path = optarg;
+			break;
+		case 'v':
+			verbose++;
+			break;
+		case OPT_HELP:
+			return 1;
+		case ':':
+			return usage_error("option %s needs a value",
+					   argv[optind - 1]);
+		default:
+			return usage_error("unknown option '%s'",
+					   argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return usage_error("unexpected argument '%s'", argv[optind]);
+	if (!o->mc.kernel_path)
+		return usage_error("%s", "missing --kernel FILE");
+	log_set_level(verbose >= 2 ? LOG_DEBUG :
+		      verbose == 1 ? LOG_INFO : LOG_WARN);
+	return 0;
+}
+
+static int open_console(struct run_options *o)
+{
+	int fd;
+
+	if (strcmp(o->console, "stdio") == 0) {
+		o->mc.console_out_fd = STDOUT_FILENO;
+		o->mc.console_in_fd = STDIN_FILENO;
+		return 0;
+	}
+	o->mc.console_in_fd = -1;
+	if (strcmp(o->console, "none") == 0) {
+		fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	} else if (strncmp(o->console, "file:", 5) == 0 && o->console[5]) {
+		fd = open(o->console + 5,
+			  O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fd < 0) {
+			fprintf(stderr, "dvmm: console file %s: %s\n",
+				o->console + 5, strerror(errno));
+			return -EXIT_FAILURE_VMM;
+		}
+	} else {
+		return usage_error("--console '%s' must be stdio, file:PATH "
+				   "or none",
+				   o->console);
+	}
+	if (fd < 0)
+		return -EXIT_FAILURE_VMM;
+	o->mc.console_out_fd = fd;
+	return 0;
+}
+
+/* ---- the control socket's operations ---- */
+
+typedef int (*vm_op_fn)(struct vm *vm);
+
+static int with_live_vm(struct runner *r, vm_op_fn fn)
+{
+	int rc;
+
+	pthread_mutex_lock(&r->lock);
+	rc = r->pc ? fn(&r->pc->vm) : -EAGAIN;
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
+static int op_pause(void *ctx)
+{
+	return with_live_vm(ctx, vm_pause);
+}
+
+static int op_resume(void *ctx)
+{
+	return with_live_vm(ctx, vm_resume);
+}
+
+static int stop_vm(struct vm *vm)
+{
+	if (vm_get_state(vm) == VM_STOPPING)
+		return -EALREADY;
+	vm_stop(vm, VM_STOP_USER, 0);
+	return 0;
+}
+
+static int op_stop(void *ctx)
+{
+	struct runner *r = ctx;
+
+	pthread_mutex_lock(&r->lock);
+	r->quit = true;
+	pthread_mutex_unlock(&r->lock);
+	return with_live_vm(r, stop_vm);
+}
+
+static json_t *op_status(void *ctx)
+{
+	struct runner *r = ctx;
+	const struct machine_config *mc = &r->opt->mc;
+	json_t *o;
+
+	pthread_mutex_lock(&r->lock);
+	o = json_pack("{s:s, s:i, s:I, s:I, s:s, s:f, s:i, s:i}", "state",
+		      r->pc ? vm_state_names[vm_get_state(&r->pc->vm)] :
+			      "rebooting",
+		      "vcpus", mc->ncpus, "memory_bytes",
+		      (json_int_t)mc->ram_size, "memory_mib",
+		      (json_int_t)(mc->ram_size >> 20), "kernel",
+		      mc->kernel_path, "uptime_s",
+		      r->pc ? vm_uptime(&r->pc->vm) : 0.0, "reboots",
+		      (int)r->reboots, "pid", (int)getpid());
+	pthread_mutex_unlock(&r->lock);
+	return o;
+}
+
+static json_t *vcpu_stats(struct vm *vm, int cpu, uint64_t *totals)
+{
+	json_t *exits = json_object();
+	uint64_t sum = 0;
+
+	for (int k = 0; k < VCPU_EXIT_KINDS; k++) {
+		uint64_t n = vm_exit_count(vm, cpu, k);
+
+		json_object_set_new(exits, vcpu_exit_kind_names[k],
+				    json_integer((json_int_t)n));
+		totals[k] += n;
+		sum += n;
+	}
+	return json_pack("{s:i, s:o, s:I}", "id", cpu, "exits", exits,
+			 "exits_total", (json_int_t)sum);
+}
+
+static json_t *vm_stats(struct machine *pc)
+{
+	uint64_t totals[VCPU_EXIT_KINDS] = { 0 };
+	json_t *cpus = json_array(), *sum = json_object();
+
+	for (int i = 0; i < pc->vm.ncpus; i++)
+		json_array_append_new(cpus, vcpu_stats(&pc->vm, i, totals));
+	for (int k = 0; k < VCPU_EXIT_KINDS; k++)
+		json_object_set_new(sum, vcpu_exit_kind_names[k],
+				    json_integer((json_int_t)totals[k]));
+	return json_pack("{s:s, s:f, s:o, s:o, s:I}", "state",
+			 vm_state_names[vm_get_state(&pc->vm)], "uptime_s",
+			 vm_uptime(&pc->vm), "exits", sum, "vcpus", cpus,
+			 "console_tx_bytes", (json_int_t)pc->uart.tx_bytes);
+}
+
+static json_t *op_stats(void *ctx)
+{
+	struct runner *r = ctx;
+	json_t *o;
+
+	pthread_mutex_lock(&r->lock);
+	o = r->pc ? vm_stats(r->pc) : json_pack("{s:s}", "state",
+						  "rebooting");
+	pthread_mutex_unlock(&r->lock);
+	return o;
+}
+
+/* ---- signals: SIGINT/SIGTERM/SIGHUP end the VM cleanly ---- */
+
+static void block_stop_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+}
+
+static void *signal_thread(void *arg)
+{
+	struct runner *r = arg;
+	sigset_t set;
+	int sig;
+
+	block_stop_signals(&set);
+	while (sigwait(&set, &sig) == 0) {
+		pthread_mutex_lock(&r->lock);
+		if (r->quit && sig == SIGHUP && r->quit_code == -1) {
+			/* our own wake-up at exit */
+			pthread_mutex_unlock(&r->lock);
+			break;
+		}
+		r->quit = true;
+		r->quit_code = 128 + sig;
+		if (r->pc)
+			vm_stop(&r->pc->vm, VM_STOP_USER, 128 + sig);
+		pthread_mutex_unlock(&r->lock);
+		pr_warn("caught signal %d; stopping the VM", sig);
+	}
+	return NULL;
+}
+
+static void end_signal_thread(struct runner *r)
+{
+	pthread_mutex_lock(&r->lock);
+	r->quit = true;
+	r->quit_code = -1;
+	pthread_mutex_unlock(&r->lock);
+	pthread_kill(r->sig_thread, SIGHUP);
+	pthread_join(r->sig_thread, NULL);
+}
+
+/* ---- the boot loop ---- */
+
+static int exit_status(enum vm_stop_reason reason, int code)
+{
+	switch (reason) {
+	case VM_STOP_GUEST_EXIT:
+	case VM_STOP_USER:
+	case VM_STOP_ERROR:
+		return code;
+	case VM_STOP_POWEROFF:
+		return 0;
+	default:
+		return EXIT_FAILURE_VMM;
+	}
+}
+
+/* Boot once; returns the stop reason, or -1 with *status set on failure. */
+static int boot_once(struct runner *r, struct machine *pc,
+		     struct machine_persist *keep, int *status)
+{
+	enum vm_stop_reason reason;
+	struct err e = { 0 };
+	int code;
+
+	if (machine_create(pc, &r->opt->mc, keep, &e) ||
+	    machine_start(pc, &e)) {
+		fprintf(stderr, "dvmm: %s\n", e.msg);
+		machine_destroy(pc, NULL);
+		*status = EXIT_FAILURE_VMM;
+		return -1;
+	}
+	pthread_mutex_lock(&r->lock);
+	r->pc = pc;
+	if (r->quit)
+		vm_stop(&pc->vm, VM_STOP_USER, r->quit_code);
+	pthread_mutex_unlock(&r->lock);
+	reason = vm_wait(&pc->vm, &code);
+	pthread_mutex_lock(&r->lock);
+	r->pc = NULL;
+	pthread_mutex_unlock(&r->lock);
+	machine_destroy(pc, keep);
+	*status = exit_status(reason, code);
+	return (int)reason;
+}
+
+static int boot_loop(struct runner *r)
+{
+	struct machine_persist keep = { 0 };
+	struct machine *pc = calloc(1, sizeof(*pc));
+	int status = EXIT_FAILURE_VMM;
+
+	if (!pc) {
+		fprintf(stderr, "dvmm: out of memory\n");
+		return EXIT_FAILURE_VMM;
+	}
+	for (;;) {
+		int reason = boot_once(r, pc, &keep, &status);
+		bool quit;
+
+		pthread_mutex_lock(&r->lock);
+		quit = r->quit;
+		pthread_mutex_unlock(&r->lock);
+		if (reason != VM_STOP_RESET || quit)
+			break;
+		r->reboots++;
+		pr_info("guest reset; rebooting (reboot %u)", r->reboots);
+	}
+	free(pc);
+	return status;
+}
+
+int run_main(int argc, char **argv)
+{
+	struct run_options opt;
+	struct api_ops ops;
+	struct api_server api = { .listen_fd = -1 };
+	struct runner r;
+	sigset_t set;
+	char errbuf[256];
+	int rc, status;
+
+	rc = parse_run_options(argc, argv, &opt);
+	if (rc == 1) {
+		run_usage(stdout);
+		return 0;
+	}
+	if (rc < 0)
+		return -rc;
+	rc = open_console(&opt);
+	if (rc < 0)
+		return -rc;
+	memset(&r, 0, sizeof(r));
+	pthread_mutex_init(&r.lock, NULL);
+	r.opt = &opt;
+	ops = (struct api_ops){ .pause = op_pause, .resume = op_resume,
+				.stop = op_stop, .status = op_status,
+				.stats = op_stats, .ctx = &r };
+	block_stop_signals(&set);
+	if (pthread_create(&r.sig_thread, NULL, signal_thread, &r)) {
+		fprintf(stderr, "dvmm: cannot start the signal thread\n");
+		return EXIT_FAILURE_VMM;
+	}
+	if (opt.api_path &&
+	    api_server_start(&api, opt.api_path, &ops, errbuf,
+			     sizeof(errbuf))) {
+		fprintf(stderr, "dvmm: %s\n", errbuf);
+		end_signal_thread(&r);
+		return EXIT_FAILURE_VMM;
+	}
+	status = boot_loop(&r);
+	if (opt.api_path)
+		api_server_stop(&api);
+	end_signal_thread(&r);
+	pthread_mutex_destroy(&r.lock);
+	return status;
+}

@@ -1,0 +1,116 @@
+/*
+ * core/vm.h - a KVM virtual machine: its RAM, its io registry, its vCPUs
+ * and their threads, and its life cycle (run, pause, resume, stop). It knows
+ * nothing of the devices, the cluster or migration: they plug in through
+ * the io registry, the irq sink and the lifecycle callback.
+ */
+#ifndef DVMM_CORE_VM_H
+#define DVMM_CORE_VM_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "core/guest_mem.h"
+#include "core/ioreg.h"
+#include "core/irq.h"
+#include "core/lifecycle.h"
+#include "util/err.h"
+
+#define VM_MAX_CPUS 64
+
+enum vcpu_exit_kind {
+	VCPU_EXIT_IO,
+	VCPU_EXIT_MMIO,
+	VCPU_EXIT_HLT,
+	VCPU_EXIT_INTR,       /* KVM_RUN interrupted by a signal / kick */
+	VCPU_EXIT_SHUTDOWN,
+	VCPU_EXIT_SYSTEM_EVENT,
+	VCPU_EXIT_OTHER,
+	VCPU_EXIT_KINDS
+};
+
+extern const char *const vcpu_exit_kind_names[VCPU_EXIT_KINDS];
+
+struct vm;
+
+struct vcpu {
+	struct vm *vm;
+	int id;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool thread_started;
+	_Atomic uint64_t exits[VCPU_EXIT_KINDS];
+};
+
+enum vm_state { VM_CREATED, VM_RUNNING, VM_PAUSED, VM_STOPPING };
+
+extern const char *const vm_state_names[];
+
+/* What the boot vCPU starts with (32-bit protected mode for PVH). */
+struct vm_boot_regs {
+	uint32_t entry;
+	uint32_t ebx;
+};
+
+struct vm_config {
+	const char *kvm_path;
+	uint64_t ram_size;
+	int ncpus;
+};
+
+struct vm {
+	int kvm_fd;
+	int vm_fd;
+	int run_size;
+	int ncpus;
+	struct vcpu *vcpus;
+	struct guest_mem mem;
+	struct io_registry io;
+	struct irq_sink irq;       /* KVM_IRQ_LINE / KVM_SIGNAL_MSI */
+	struct vm_lifecycle lc;    /* handed to devices */
+	struct kvm_cpuid2 *cpuid;  /* supported CPUID, patched per vCPU */
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;       /* state changes, parked vCPUs */
+	_Atomic int state;         /* enum vm_state */
+	int parked;                /* vCPUs parked while paused */
+	int running_threads;       /* vCPU threads not yet finished */
+	enum vm_stop_reason stop_reason;
+	int stop_code;
+	struct timespec started;
+	_Atomic uint64_t paused_ns;  /* total time spent paused */
+	struct timespec pause_began;
+};
+
+/* Create the VM: KVM fd, RAM, irqchip, PIT, vCPUs with CPUID and MSRs. */
+int vm_create(struct vm *vm, const struct vm_config *cfg, struct err *e);
+void vm_destroy(struct vm *vm);
+
+/* Point the boot vCPU at a PVH entry (32-bit protected mode, paging off). */
+int vm_set_boot_regs(struct vm *vm, const struct vm_boot_regs *b,
+		     struct err *e);
+
+/* Start every vCPU thread. */
+int vm_start(struct vm *vm, struct err *e);
+/* Wait until the VM stops; returns the reason and sets *code. */
+enum vm_stop_reason vm_wait(struct vm *vm, int *code);
+
+/* Control: 0 or -EALREADY / -EINVAL (not running) / -ETIMEDOUT. */
+int vm_pause(struct vm *vm);
+int vm_resume(struct vm *vm);
+void vm_stop(struct vm *vm, enum vm_stop_reason reason, int code);
+
+enum vm_state vm_get_state(struct vm *vm);
+/* Seconds since vm_start, and the running (not paused) part of it. */
+double vm_uptime(struct vm *vm);
+uint64_t vm_exit_count(struct vm *vm, int cpu, enum vcpu_exit_kind kind);
+
+/* Signal used to kick vCPU threads out of KVM_RUN. */
+#define VCPU_KICK_SIGNAL SIGUSR1
+
+#endif

@@ -1,0 +1,210 @@
+/*
+ * machine/machine.c - assembling the PC: create the VM, plug in the legacy
+ * devices, write the ACPI tables into the BIOS area, load the PVH kernel and
+ * initrd, write hvm_start_info and point the boot vCPU at the entry.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "machine/acpi.h"
+#include "machine/layout.h"
+#include "machine/machine.h"
+#include "machine/pvh.h"
+#include "util/log.h"
+
+enum machine_device_bit {
+	DEV_UART = 1u << 0,
+	DEV_RTC = 1u << 1,
+	DEV_KBD = 1u << 2,
+	DEV_DBG = 1u << 3,
+	DEV_PM = 1u << 4,
+};
+
+/* NVRAM bytes that belong to the guest (not computed by the RTC itself). */
+#define NVRAM_GUEST_FIRST 0x38
+#define NVRAM_GUEST_END 0x5b
+
+static uint64_t ram_above_4g(const struct guest_mem *m)
+{
+	return m->ram_size - guest_mem_low_end(m);
+}
+
+static int add_devices(struct machine *pc, const struct machine_config *cfg,
+		       const struct machine_persist *keep, struct err *e)
+{
+	struct vm *vm = &pc->vm;
+	int rc;
+
+	rc = uart8250_init(&pc->uart, &vm->io, &vm->irq, PORT_COM1,
+			   PORT_COM1_IRQ, cfg->console_out_fd);
+	if (rc)
+		return err_set(e, rc, "cannot create the serial port");
+	pc->devices_up |= DEV_UART;
+	rc = cmos_rtc_init(&pc->rtc, &vm->io, guest_mem_low_end(&vm->mem),
+			   ram_above_4g(&vm->mem), (unsigned int)cfg->ncpus);
+	if (rc)
+		return err_set(e, rc, "cannot create the CMOS RTC");
+	pc->devices_up |= DEV_RTC;
+	if (keep && keep->valid) {
+		memcpy(&pc->rtc.nvram[NVRAM_GUEST_FIRST],
+		       &keep->nvram[NVRAM_GUEST_FIRST],
+		       NVRAM_GUEST_END - NVRAM_GUEST_FIRST);
+		pc->rtc.offset_sec = keep->rtc_offset_sec;
+	}
+	rc = i8042_init(&pc->kbd, &vm->io, &vm->lc);
+	if (rc)
+		return err_set(e, rc, "cannot create the i8042");
+	pc->devices_up |= DEV_KBD;
+	rc = debug_exit_init(&pc->dbg, &vm->io, &vm->lc, PORT_DEBUG_EXIT);
+	if (rc)
+		return err_set(e, rc, "cannot create the debug-exit port");
+	pc->devices_up |= DEV_DBG;
+	rc = acpi_pm_init(&pc->pm, &vm->io, &vm->lc);
+	if (rc)
+		return err_set(e, rc, "cannot create the ACPI PM block");
+	pc->devices_up |= DEV_PM;
+	if (cfg->console_in_fd >= 0) {
+		rc = uart8250_start_input(&pc->uart, cfg->console_in_fd);
+		if (rc)
+			return err_set(e, rc, "cannot start console input");
+	}
+	return 0;
+}
+
+static int write_acpi(struct machine *pc, int ncpus, struct err *e)
+{
+	struct acpi_config cfg = {
+		.ncpus = (unsigned int)ncpus,
+		.base = LAYOUT_ACPI_BASE,
+		.ioapic_addr = (uint32_t)LAYOUT_IOAPIC_ADDR,
+		.ioapic_id = (uint8_t)ncpus,
+		.lapic_addr = (uint32_t)LAYOUT_LAPIC_ADDR,
+		.pm1a_evt_port = PORT_ACPI_PM1A_EVT,
+		.pm1a_cnt_port = PORT_ACPI_PM1A_CNT,
+		.reset_port = PORT_RESET_CONTROL,
+		.reset_value = 0x06,
+		.sci_irq = ACPI_SCI_IRQ,
+	};
+	struct acpi_layout layout;
+	uint8_t *buf = calloc(1, LAYOUT_ACPI_MAX);
+	ssize_t n;
+	int rc;
+
+	if (!buf)
+		return err_set(e, -ENOMEM, "out of memory for ACPI tables");
+	n = acpi_build(&cfg, buf, LAYOUT_ACPI_MAX, &layout);
+	if (n < 0) {
+		free(buf);
+		return err_set(e, (int)n, "cannot build ACPI tables for %d "
+			       "vCPUs", ncpus);
+	}
+	rc = guest_mem_write(&pc->vm.mem, LAYOUT_ACPI_BASE, buf, (size_t)n);
+	free(buf);
+	if (rc)
+		return err_set(e, rc, "guest RAM too small for ACPI tables");
+	return 0;
+}
+
+static int load_initrd(struct machine *pc, const struct machine_config *cfg,
+		       const struct pvh_kernel *k, struct pvh_boot_args *args,
+		       struct err *e)
+{
+	uint8_t *img;
+	size_t len;
+	int rc;
+
+	rc = read_whole_file(cfg->initrd_path, &img, &len, e);
+	if (rc)
+		return rc;
+	rc = pvh_place_initrd(&pc->vm.mem, k, len, &args->initrd_gpa, e);
+	if (!rc)
+		rc = guest_mem_write(&pc->vm.mem, args->initrd_gpa, img, len);
+	free(img);
+	if (rc && e->code == 0)
+		return err_set(e, rc, "initrd %s: cannot copy into guest RAM",
+			       cfg->initrd_path);
+	args->initrd_size = len;
+	return rc;
+}
+
+static int load_kernel(struct machine *pc, const struct machine_config *cfg,
+		       struct err *e)
+{
+	struct pvh_boot_args args = { .cmdline = cfg->cmdline,
+				      .rsdp_gpa = LAYOUT_ACPI_BASE };
+	struct pvh_kernel k;
+	uint8_t *img;
+	size_t len;
+	int rc;
+
+	rc = read_whole_file(cfg->kernel_path, &img, &len, e);
+	if (rc)
+		return rc;
+	rc = pvh_parse(img, len, &k, e);
+	if (!rc)
+		rc = pvh_load(&pc->vm.mem, img, len, &k, e);
+	free(img);
+	if (!rc && cfg->initrd_path)
+		rc = load_initrd(pc, cfg, &k, &args, e);
+	if (!rc)
+		rc = pvh_write_start_info(&pc->vm.mem, &args, e);
+	pc->entry = k.entry;
+	return rc;
+}
+
+int machine_create(struct machine *pc, const struct machine_config *cfg,
+		   const struct machine_persist *keep, struct err *e)
+{
+	struct vm_config vcfg = { .kvm_path = cfg->kvm_path,
+				  .ram_size = cfg->ram_size,
+				  .ncpus = cfg->ncpus };
+	struct vm_boot_regs boot;
+	int rc;
+
+	memset(pc, 0, sizeof(*pc));
+	err_clear(e);
+	rc = vm_create(&pc->vm, &vcfg, e);
+	if (!rc)
+		rc = add_devices(pc, cfg, keep, e);
+	if (!rc)
+		rc = write_acpi(pc, cfg->ncpus, e);
+	if (!rc)
+		rc = load_kernel(pc, cfg, e);
+	if (rc)
+		return rc;
+	boot = (struct vm_boot_regs){ .entry = pc->entry,
+				      .ebx = (uint32_t)LAYOUT_START_INFO };
+	return vm_set_boot_regs(&pc->vm, &boot, e);
+}
+
+int machine_start(struct machine *pc, struct err *e)
+{
+	return vm_start(&pc->vm, e);
+}
+
+static void save_persistent(struct machine *pc, struct machine_persist *keep)
+{
+	pthread_mutex_lock(&pc->rtc.lock);
+	memcpy(keep->nvram, pc->rtc.nvram, sizeof(keep->nvram));
+	keep->rtc_offset_sec = pc->rtc.offset_sec;
+	pthread_mutex_unlock(&pc->rtc.lock);
+	keep->valid = 1;
+}
+
+void machine_destroy(struct machine *pc, struct machine_persist *keep)
+{
+	/* Stop console input first: it may raise interrupts on the VM. */
+	if (pc->devices_up & DEV_UART)
+		uart8250_destroy(&pc->uart);
+	if (keep && (pc->devices_up & DEV_RTC))
+		save_persistent(pc, keep);
+	if (pc->devices_up & DEV_RTC)
+		cmos_rtc_destroy(&pc->rtc);
+	if (pc->devices_up & DEV_KBD)
+		i8042_destroy(&pc->kbd);
+	if (pc->devices_up & DEV_PM)
+		acpi_pm_destroy(&pc->pm);
+	pc->devices_up = 0;
+	vm_destroy(&pc->vm);
+}

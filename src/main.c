@@ -1,0 +1,44 @@
+/*
+ * main.c - the dvmm command: `dvmm run ...` boots a VM, `dvmm ctl ...` talks
+ * to a running one. Everything else lives in the library under src/.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "cli/run.h"
+
+#define DVMM_VERSION "0.1.0"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: dvmm run --kernel FILE [options]   boot a VM\n"
+		   "       dvmm ctl SOCKET COMMAND              control a "
+		   "running VM\n"
+		   "                (status, pause, resume, stop, stats)\n"
+		   "       dvmm --help | --version\n\n");
+	run_usage(f);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "run") == 0)
+		return run_main(argc - 1, argv + 1);
+	if (strcmp(argv[1], "ctl") == 0)
+		return api_client_main(argc - 1, argv + 1);
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "--version") == 0) {
+		printf("dvmm %s\n", DVMM_VERSION);
+		return 0;
+	}
+	fprintf(stderr, "dvmm: unknown command '%s'; try dvmm --help\n",
+		argv[1]);
+	return 2;
+}
