@@ -1,0 +1,268 @@
+/*
+ * api/ctl.c - the control client, `dvmm ctl SOCKET COMMAND`: connects to a
+ * running dvmm's control socket, sends one request line, waits (at most
+ * CTL_TIMEOUT_MS) for the one reply line, pretty-prints it on stdout and
+ * turns its "ok" into the exit status. The server is api/api.c.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "util/log.h"
+
+#define CTL_TIMEOUT_MS 10000
+#define CTL_MAX_REPLY (1024 * 1024)
+
+#define CTL_EXIT_OK 0
+#define CTL_EXIT_FAIL 1
+#define CTL_EXIT_USAGE 2
+
+static const char ctl_usage[] =
+	"usage: dvmm ctl SOCKET status|pause|resume|stop|stats";
+
+/* A received reply line, growing as bytes arrive. */
+struct ctl_buf {
+	char *data;
+	size_t len;
+	size_t cap;
+};
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Connect to @path; the send timeout also bounds a connect that waits. */
+static int ctl_connect(const char *path)
+{
+	struct timeval tv = { .tv_sec = CTL_TIMEOUT_MS / 1000 };
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(addr.sun_path)) {
+		pr_err("cannot connect to control socket %s: path too long "
+		       "(max %zu bytes)",
+		       path, sizeof(addr.sun_path) - 1);
+		return -1;
+	}
+	memcpy(addr.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		pr_err("cannot create a socket: %s", strerror(errno));
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		pr_err("cannot connect to control socket %s: %s", path,
+		       errno == EAGAIN ? "timed out" : strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Send {"cmd":"@cmd"} and a newline. Returns 0 or -1 (reported). */
+static int ctl_send_request(int fd, const char *path, const char *cmd)
+{
+	json_t *req = json_pack("{s:s}", "cmd", cmd);
+	char *line = req ? json_dumps(req, JSON_COMPACT) : NULL;
+	size_t len, off = 0;
+	int rc = 0;
+
+	json_decref(req);
+	if (!line) {
+		pr_err("cannot build the request for '%s'", cmd);
+		return -1;
+	}
+	len = strlen(line);
+	line[len] = '\n'; /* replaces the NUL; sent by length */
+	while (off < len + 1) {
+		ssize_t n = send(fd, line + off, len + 1 - off, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			pr_err("cannot send to control socket %s: %s", path,
+			       errno == EAGAIN ? "timed out" : strerror(errno));
+			rc = -1;
+			break;
+		}
+		off += (size_t)n;
+	}
+	free(line);
+	return rc;
+}
+
+static int buf_reserve(struct ctl_buf *b, size_t want)
+{
+	char *p;
+	size_t cap = b->cap ? b->cap : 4096;
+
+	while (cap < want)
+		cap *= 2;
+	if (cap == b->cap)
+		return 0;
+	p = realloc(b->data, cap);
+	if (!p)
+		return -1;
+	b->data = p;
+	b->cap = cap;
+	return 0;
+}
+
+/* Wait until @fd is readable or @deadline passes. 1: readable, 0: late. */
+static int wait_readable(int fd, long long deadline)
+{
+	for (;;) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		long long left = deadline - now_ms();
+		int rc;
+
+		if (left <= 0)
+			return 0;
+		rc = poll(&pfd, 1, (int)left);
+		if (rc < 0 && errno == EINTR)
+			continue;
+		return rc != 0;
+	}
+}
+
+/*
+ * Read up to the first newline into @b (the newline becomes a NUL).
+ * Returns 0 or -1 (reported).
+ */
+static int ctl_read_line(int fd, const char *path, struct ctl_buf *b)
+{
+	long long deadline = now_ms() + CTL_TIMEOUT_MS;
+	ssize_t n;
+
+	for (;;) {
+		char *nl = b->len ? memchr(b->data, '\n', b->len) : NULL;
+
+		if (nl) {
+			*nl = '\0';
+			b->len = (size_t)(nl - b->data);
+			return 0;
+		}
+		if (b->len >= CTL_MAX_REPLY) {
+			pr_err("reply from control socket %s is too long", path);
+			return -1;
+		}
+		if (!wait_readable(fd, deadline)) {
+			pr_err("no reply from control socket %s within %d s",
+			       path, CTL_TIMEOUT_MS / 1000);
+			return -1;
+		}
+		if (buf_reserve(b, b->len + 4096)) {
+			pr_err("out of memory reading the reply");
+			return -1;
+		}
+		n = recv(fd, b->data + b->len, b->cap - b->len, 0);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n < 0) {
+			pr_err("cannot read from control socket %s: %s", path,
+			       strerror(errno));
+			return -1;
+		}
+		if (n == 0) {
+			pr_err("control socket %s closed the connection "
+			       "without a reply",
+			       path);
+			return -1;
+		}
+		b->len += (size_t)n;
+	}
+}
+
+static json_t *ctl_parse_reply(const char *path, const struct ctl_buf *b)
+{
+	json_error_t jerr;
+	json_t *reply = json_loadb(b->data, b->len, JSON_DECODE_ANY, &jerr);
+
+	if (!reply) {
+		pr_err("invalid reply from control socket %s: %s", path,
+		       jerr.text);
+		return NULL;
+	}
+	if (!json_is_object(reply)) {
+		pr_err("invalid reply from control socket %s: not an object",
+		       path);
+		json_decref(reply);
+		return NULL;
+	}
+	return reply;
+}
+
+/* Print @reply pretty on stdout; its "ok" decides the exit status. */
+static int ctl_print_reply(const char *path, json_t *reply)
+{
+	char *text = json_dumps(reply, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	const json_t *ok = json_object_get(reply, "ok");
+	const char *error;
+
+	if (text) {
+		printf("%s\n", text);
+		free(text);
+	}
+	fflush(stdout);
+	if (json_is_true(ok))
+		return CTL_EXIT_OK;
+	if (!json_is_false(ok)) {
+		pr_err("invalid reply from control socket %s: no \"ok\"", path);
+		return CTL_EXIT_FAIL;
+	}
+	error = json_string_value(json_object_get(reply, "error"));
+	pr_err("%s", error ? error : "command failed (no reason given)");
+	return CTL_EXIT_FAIL;
+}
+
+static bool is_help(const char *arg)
+{
+	return !strcmp(arg, "-h") || !strcmp(arg, "--help");
+}
+
+/* One request, one reply; returns the exit status. */
+static int ctl_run(const char *path, const char *cmd)
+{
+	struct ctl_buf b = { 0 };
+	json_t *reply = NULL;
+	int fd, rc = CTL_EXIT_FAIL;
+
+	fd = ctl_connect(path);
+	if (fd < 0)
+		return CTL_EXIT_FAIL;
+	if (!ctl_send_request(fd, path, cmd) && !ctl_read_line(fd, path, &b))
+		reply = ctl_parse_reply(path, &b);
+	close(fd);
+	free(b.data);
+	if (reply) {
+		rc = ctl_print_reply(path, reply);
+		json_decref(reply);
+	}
+	return rc;
+}
+
+int api_client_main(int argc, char **argv)
+{
+	if (argc == 2 && is_help(argv[1])) {
+		printf("%s\n", ctl_usage);
+		return CTL_EXIT_OK;
+	}
+	if (argc != 3 || !argv[1][0] || !argv[2][0]) {
+		fprintf(stderr, "%s\n", ctl_usage);
+		return CTL_EXIT_USAGE;
+	}
+	return ctl_run(argv[1], argv[2]);
+}
