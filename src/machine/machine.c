@@ -4,6 +4,7 @@
  * initrd, write hvm_start_info and point the boot vCPU at the entry.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,6 +107,25 @@ static int write_acpi(struct machine *pc, int ncpus, struct err *e)
 	return 0;
 }
 
+/* "PATH: reason" from read_whole_file becomes "WHAT PATH: reason". */
+static int prefix_error(struct err *e, const char *what)
+{
+	char msg[ERR_MSG_MAX];
+
+	snprintf(msg, sizeof(msg), "%s", e->msg);
+	return err_set(e, e->code, "%s %s", what, msg);
+}
+
+/* Messages from the parser name no file; add it. */
+static int prefix_error_path(struct err *e, const char *what,
+			     const char *path)
+{
+	char msg[ERR_MSG_MAX];
+
+	snprintf(msg, sizeof(msg), "%s", e->msg);
+	return err_set(e, e->code, "%s %s: %s", what, path, msg);
+}
+
 static int load_initrd(struct machine *pc, const struct machine_config *cfg,
 		       const struct pvh_kernel *k, struct pvh_boot_args *args,
 		       struct err *e)
@@ -116,7 +136,7 @@ static int load_initrd(struct machine *pc, const struct machine_config *cfg,
 
 	rc = read_whole_file(cfg->initrd_path, &img, &len, e);
 	if (rc)
-		return rc;
+		return prefix_error(e, "initrd");
 	rc = pvh_place_initrd(&pc->vm.mem, k, len, &args->initrd_gpa, e);
 	if (!rc)
 		rc = guest_mem_write(&pc->vm.mem, args->initrd_gpa, img, len);
@@ -140,11 +160,13 @@ static int load_kernel(struct machine *pc, const struct machine_config *cfg,
 
 	rc = read_whole_file(cfg->kernel_path, &img, &len, e);
 	if (rc)
-		return rc;
+		return prefix_error(e, "kernel");
 	rc = pvh_parse(img, len, &k, e);
 	if (!rc)
 		rc = pvh_load(&pc->vm.mem, img, len, &k, e);
 	free(img);
+	if (rc)
+		return prefix_error_path(e, "kernel", cfg->kernel_path);
 	if (!rc && cfg->initrd_path)
 		rc = load_initrd(pc, cfg, &k, &args, e);
 	if (!rc)

@@ -460,6 +460,12 @@ static int walk_notes(const struct note_walk *w, uint32_t *entry,
 	return 0;
 }
 
+/* ELF64 note segments aligned to 8 pad their fields to 8, others to 4. */
+static uint64_t note_align(const struct elf_hdr *h, const struct elf_phdr *p)
+{
+	return h->is64 && p->align == 8 ? 8 : 4;
+}
+
 static int find_pvh_entry(const uint8_t *img, size_t len,
 			  const struct elf_hdr *h, uint32_t *entry,
 			  struct err *e)
@@ -479,7 +485,7 @@ static int find_pvh_entry(const uint8_t *img, size_t len,
 				       i, p.offset, p.filesz, len);
 		w = (struct note_walk){ .seg = img + p.offset,
 					.size = p.filesz,
-					.align = h->is64 && p.align == 8 ? 8 : 4,
+					.align = note_align(h, &p),
 					.idx = i };
 		rc = walk_notes(&w, entry, e);
 		if (rc)
@@ -599,7 +605,7 @@ int pvh_place_initrd(const struct guest_mem *m, const struct pvh_kernel *k,
 		     uint64_t size, uint64_t *gpa, struct err *e)
 {
 	uint64_t top = guest_mem_low_end(m);
-	uint64_t bottom = k->load_end > LAYOUT_HIMEM ? k->load_end : LAYOUT_HIMEM;
+	uint64_t bottom = k->load_end;
 	uint64_t room;
 	char a[32], b[32];
 
@@ -609,6 +615,8 @@ int pvh_place_initrd(const struct guest_mem *m, const struct pvh_kernel *k,
 	if (top > GUEST_MMIO_HOLE_START)
 		top = GUEST_MMIO_HOLE_START;
 	top &= ~(PAGE_SIZE - 1);
+	if (bottom < LAYOUT_HIMEM)
+		bottom = LAYOUT_HIMEM;
 	bottom = bottom > UINT64_MAX - PAGE_SIZE ? UINT64_MAX :
 						   align_up(bottom, PAGE_SIZE);
 	room = top > bottom ? top - bottom : 0;

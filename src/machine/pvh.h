@@ -63,12 +63,17 @@ struct pvh_kernel {
 /*
  * Validate @len bytes of ELF at @img and find the PVH entry. Fails with a
  * clear message for: not ELF, wrong machine, truncated headers/segments,
- * overlapping or overflowing segments, no PVH note.
+ * overlapping or overflowing segments, no PVH note. All parse errors are
+ * -ENOEXEC; the message does not name the file, so the caller prefixes it
+ * ("kernel PATH: not an ELF file").
  */
 int pvh_parse(const uint8_t *img, size_t len, struct pvh_kernel *k,
 	      struct err *e);
 
-/* Copy segments into guest RAM (zeroing bss); checks they fit in RAM. */
+/*
+ * Copy segments into guest RAM (zeroing bss); checks they fit in RAM and
+ * start at or above 1 MiB (-ERANGE) before copying any.
+ */
 int pvh_load(const struct guest_mem *m, const uint8_t *img, size_t len,
 	     const struct pvh_kernel *k, struct err *e);
 
@@ -90,7 +95,11 @@ int pvh_place_initrd(const struct guest_mem *m, const struct pvh_kernel *k,
 int pvh_write_start_info(const struct guest_mem *m,
 			 const struct pvh_boot_args *a, struct err *e);
 
-/* Read a whole file into a malloc'd buffer (for kernel and initrd). */
+/*
+ * Read a whole file into a malloc'd buffer (for kernel and initrd).
+ * Rejects directories, non-regular and empty files and files over 1 GiB;
+ * messages start with @path ("PATH: No such file or directory").
+ */
 int read_whole_file(const char *path, uint8_t **buf, size_t *len,
 		    struct err *e);
 
