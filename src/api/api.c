@@ -81,20 +81,20 @@ static int get_stats(const struct api_ops *ops, json_t **out)
 }
 
 static const struct api_cmd api_cmds[] = {
-	{ .name = "status", .query = get_status, .what = "get the VM status" },
-	{ .name = "pause",
-	  .action = do_pause,
-	  .what = "pause the VM",
-	  .already = "already paused" },
-	{ .name = "resume",
-	  .action = do_resume,
-	  .what = "resume the VM",
-	  .already = "already running" },
-	{ .name = "stop",
-	  .action = do_stop,
-	  .what = "stop the VM",
-	  .already = "already stopping" },
-	{ .name = "stats", .query = get_stats, .what = "get the VM stats" },
+	{.name = "status", .query = get_status, .what = "get the VM status"},
+	{.name = "pause",
+	 .action = do_pause,
+	 .what = "pause the VM",
+	 .already = "already paused"},
+	{.name = "resume",
+	 .action = do_resume,
+	 .what = "resume the VM",
+	 .already = "already running"},
+	{.name = "stop",
+	 .action = do_stop,
+	 .what = "stop the VM",
+	 .already = "already stopping"},
+	{.name = "stats", .query = get_stats, .what = "get the VM stats"},
 };
 
 #define API_NCMDS (sizeof(api_cmds) / sizeof(api_cmds[0]))
@@ -259,14 +259,14 @@ static json_t *handle_request(const struct api_ops *ops, const json_t *req)
 	const json_t *cmd;
 
 	if (!json_is_object(req))
-		return reply_error("request must be a JSON object, e.g. "
-				   API_EXAMPLE);
+		return reply_error(
+			"request must be a JSON object, e.g. " API_EXAMPLE);
 	cmd = json_object_get(req, "cmd");
 	if (!cmd)
 		return reply_error("missing \"cmd\"; e.g. " API_EXAMPLE);
 	if (!json_is_string(cmd))
-		return reply_error("\"cmd\" must be a string, e.g. "
-				   API_EXAMPLE);
+		return reply_error(
+			"\"cmd\" must be a string, e.g. " API_EXAMPLE);
 	c = find_cmd(json_string_value(cmd));
 	if (!c)
 		return reply_unknown(json_string_value(cmd));
@@ -323,9 +323,9 @@ char *api_handle_line(const struct api_ops *ops, const char *line)
 /* ------------------------------------------------------------------ */
 
 struct api_conn {
-	int fd;          /* -1 when the slot is free */
+	int fd;		 /* -1 when the slot is free */
 	bool discarding; /* skipping the rest of an over-long line */
-	size_t len;      /* bytes of the current line in buf */
+	size_t len;	 /* bytes of the current line in buf */
 	char buf[API_MAX_LINE];
 };
 
@@ -446,8 +446,8 @@ static void service_conn(struct api_loop *lp, struct api_conn *c)
 	char chunk[API_MAX_LINE];
 	ssize_t n = recv(c->fd, chunk, sizeof(chunk), MSG_DONTWAIT);
 
-	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
-		      errno == EINTR))
+	if (n < 0 &&
+	    (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return;
 	/* EOF or error: a partial line left in the buffer is dropped. */
 	if (n <= 0 || feed_conn(lp->s->ops, c, chunk, (size_t)n)) {
@@ -477,36 +477,39 @@ static void reject_client(int fd)
 	close(fd);
 }
 
-/* Accept whatever is pending; errors other than "none left" are logged. */
-static void accept_clients(struct api_loop *lp)
+/*
+ * Accept one pending client per poll round: the clients' hang-ups seen in
+ * the same round are handled first, so their slots are free again.
+ */
+static void accept_client(struct api_loop *lp)
 {
+	struct api_conn *c;
 	char ebuf[128];
+	int fd;
 
 	lp->accept_paused = false;
-	for (;;) {
-		int fd = accept4(lp->s->listen_fd, NULL, NULL,
-				 SOCK_NONBLOCK | SOCK_CLOEXEC);
-		struct api_conn *c;
-
-		if (fd < 0) {
-			if (errno == EINTR || errno == ECONNABORTED)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return;
+	do
+		fd = accept4(lp->s->listen_fd, NULL, NULL,
+			     SOCK_NONBLOCK | SOCK_CLOEXEC);
+	while (fd < 0 && errno == EINTR);
+	if (fd < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK &&
+		    errno != ECONNABORTED) {
+			/* Out of fds or memory: retry on a timer. */
 			pr_warn("control socket: accept: %s",
 				errno_text(errno, ebuf, sizeof(ebuf)));
 			lp->accept_paused = true;
-			return;
 		}
-		c = free_slot(lp);
-		if (!c) {
-			reject_client(fd);
-			continue;
-		}
-		c->fd = fd;
-		c->len = 0;
-		c->discarding = false;
+		return;
 	}
+	c = free_slot(lp);
+	if (!c) {
+		reject_client(fd);
+		return;
+	}
+	c->fd = fd;
+	c->len = 0;
+	c->discarding = false;
 }
 
 /* ------------------------------------------------------------------ */
@@ -521,14 +524,13 @@ static nfds_t build_pollfds(struct api_loop *lp, struct pollfd *pfds,
 {
 	nfds_t n = PFD_CONN0;
 
-	pfds[PFD_STOP] = (struct pollfd){ lp->s->stop_pipe[0], POLLIN, 0 };
+	pfds[PFD_STOP] = (struct pollfd){lp->s->stop_pipe[0], POLLIN, 0};
 	pfds[PFD_LISTEN] = (struct pollfd){
-		lp->accept_paused ? -1 : lp->s->listen_fd, POLLIN, 0
-	};
+		lp->accept_paused ? -1 : lp->s->listen_fd, POLLIN, 0};
 	for (int i = 0; i < API_MAX_CLIENTS; i++) {
 		if (lp->conns[i].fd < 0)
 			continue;
-		pfds[n] = (struct pollfd){ lp->conns[i].fd, POLLIN, 0 };
+		pfds[n] = (struct pollfd){lp->conns[i].fd, POLLIN, 0};
 		owner[n++] = i;
 	}
 	return n;
@@ -559,7 +561,7 @@ static void *serve(void *arg)
 			if (pfds[i].revents)
 				service_conn(lp, &lp->conns[owner[i]]);
 		if (pfds[PFD_LISTEN].revents || lp->accept_paused)
-			accept_clients(lp);
+			accept_client(lp);
 	}
 	for (int i = 0; i < API_MAX_CLIENTS; i++)
 		if (lp->conns[i].fd >= 0)
@@ -633,8 +635,9 @@ static int clear_path(const char *path, char *errbuf, size_t errlen)
 		if (errno == ENOENT)
 			return 0;
 		rc = -errno;
-		return fail(errbuf, errlen, rc, "cannot use control socket %s: %s",
-			    path, errno_text(-rc, ebuf, sizeof(ebuf)));
+		return fail(errbuf, errlen, rc,
+			    "cannot use control socket %s: %s", path,
+			    errno_text(-rc, ebuf, sizeof(ebuf)));
 	}
 	if (!S_ISSOCK(st.st_mode))
 		return fail(errbuf, errlen, -EEXIST,

@@ -46,8 +46,8 @@ static long long now_ms(void)
 /* Connect to @path; the send timeout also bounds a connect that waits. */
 static int ctl_connect(const char *path)
 {
-	struct timeval tv = { .tv_sec = CTL_TIMEOUT_MS / 1000 };
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct timeval tv = {.tv_sec = CTL_TIMEOUT_MS / 1000};
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
 	int fd;
 
 	if (strlen(path) >= sizeof(addr.sun_path)) {
@@ -125,7 +125,7 @@ static int buf_reserve(struct ctl_buf *b, size_t want)
 static int wait_readable(int fd, long long deadline)
 {
 	for (;;) {
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
 		long long left = deadline - now_ms();
 		int rc;
 
@@ -156,7 +156,8 @@ static int ctl_read_line(int fd, const char *path, struct ctl_buf *b)
 			return 0;
 		}
 		if (b->len >= CTL_MAX_REPLY) {
-			pr_err("reply from control socket %s is too long", path);
+			pr_err("reply from control socket %s is too long",
+			       path);
 			return -1;
 		}
 		if (!wait_readable(fd, deadline)) {
@@ -236,7 +237,7 @@ static bool is_help(const char *arg)
 /* One request, one reply; returns the exit status. */
 static int ctl_run(const char *path, const char *cmd)
 {
-	struct ctl_buf b = { 0 };
+	struct ctl_buf b = {0};
 	json_t *reply = NULL;
 	int fd, rc = CTL_EXIT_FAIL;
 
