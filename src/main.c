@@ -2,6 +2,7 @@
  * main.c - the dvmm command: `dvmm run ...` boots a VM, `dvmm ctl ...` talks
  * to a running one. Everything else lives in the library under src/.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,6 +23,8 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+	/* A closed console or socket is an error to report, not a death. */
+	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2) {
 		usage(stderr);
 		return 2;

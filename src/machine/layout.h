@@ -37,5 +37,6 @@
 #define PORT_ACPI_PM1A_EVT PORT_ACPI_PM_BASE
 #define PORT_ACPI_PM1A_CNT (PORT_ACPI_PM_BASE + 4)
 #define ACPI_SCI_IRQ 9
+#define ACPI_S5_SLP_TYP 5 /* SLP_TYP for S5 (soft off), in DSDT and PM1a_CNT */
 
 #endif
