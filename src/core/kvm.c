@@ -29,6 +29,9 @@ static const struct kvm_cap_need needed_caps[] = {
 	{ KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT",
 	  "stopping vCPUs cleanly" },
 	{ KVM_CAP_SIGNAL_MSI, "KVM_CAP_SIGNAL_MSI", "MSI interrupts" },
+	{ KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD", "virtio doorbells" },
+	{ KVM_CAP_IRQFD, "KVM_CAP_IRQFD", "virtio interrupts" },
+	{ KVM_CAP_IRQ_ROUTING, "KVM_CAP_IRQ_ROUTING", "MSI-X routes" },
 	{ KVM_CAP_SET_IDENTITY_MAP_ADDR, "KVM_CAP_SET_IDENTITY_MAP_ADDR",
 	  "x86 VM setup" },
 };

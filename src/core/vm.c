@@ -207,7 +207,8 @@ static int init_sync(struct vm *vm, struct err *e)
 	pthread_condattr_t ca;
 	int rc;
 
-	if (pthread_mutex_init(&vm->lock, NULL))
+	if (pthread_mutex_init(&vm->lock, NULL) ||
+	    pthread_mutex_init(&vm->route_lock, NULL))
 		return err_set(e, -ENOMEM, "pthread_mutex_init failed");
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -279,6 +280,7 @@ void vm_destroy(struct vm *vm)
 	ioreg_destroy(&vm->io);
 	pthread_cond_destroy(&vm->cond);
 	pthread_mutex_destroy(&vm->lock);
+	pthread_mutex_destroy(&vm->route_lock);
 	vm->vcpus = NULL;
 	vm->vm_fd = vm->kvm_fd = -1;
 }

@@ -21,6 +21,13 @@
 #include "util/err.h"
 
 #define VM_MAX_CPUS 64
+#define VM_MAX_MSI_ROUTES 256
+
+struct vm_msi_route {
+	bool used;
+	uint64_t addr;
+	uint32_t data;
+};
 
 enum vcpu_exit_kind {
 	VCPU_EXIT_IO,
@@ -85,6 +92,11 @@ struct vm {
 	struct timespec started;
 	_Atomic uint64_t paused_ns;  /* total time spent paused */
 	struct timespec pause_began;
+
+	/* core/vm_io.c: MSI routes and extra memory slots */
+	pthread_mutex_t route_lock;
+	struct vm_msi_route msi_routes[VM_MAX_MSI_ROUTES];
+	uint64_t extra_slots;      /* bitmap of slots in use */
 };
 
 /* Create the VM: KVM fd, RAM, irqchip, PIT, vCPUs with CPUID and MSRs. */

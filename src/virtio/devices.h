@@ -1,0 +1,50 @@
+/*
+ * virtio/devices.h - the virtio devices, one file each: block (raw image,
+ * I/O off the vCPU threads with io_uring), network (Linux tap), console
+ * (a second console), entropy (host getrandom). Each creates a struct
+ * virtio_device that a transport (virtio_pci.c) exposes to the guest.
+ */
+#ifndef DVMM_VIRTIO_DEVICES_H
+#define DVMM_VIRTIO_DEVICES_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/guest_mem.h"
+#include "util/err.h"
+#include "virtio/virtio.h"
+
+struct virtio_blk;
+struct virtio_net;
+struct virtio_console;
+struct virtio_rng;
+
+/* blk.c: --disk PATH[,readonly] */
+int virtio_blk_create(struct virtio_blk **out, const struct guest_mem *mem,
+		      const char *path, bool readonly, struct err *e);
+struct virtio_device *virtio_blk_device(struct virtio_blk *b);
+void virtio_blk_destroy(struct virtio_blk *b);
+
+/* net.c: --net tap=NAME[,mac=xx:xx:xx:xx:xx:xx]; NAME NULL -> dvmm makes
+ * a tap itself (name reported by virtio_net_tap_name). */
+int virtio_net_create(struct virtio_net **out, const struct guest_mem *mem,
+		      const char *tap_name, const uint8_t mac[6],
+		      struct err *e);
+const char *virtio_net_tap_name(const struct virtio_net *n);
+struct virtio_device *virtio_net_device(struct virtio_net *n);
+void virtio_net_destroy(struct virtio_net *n);
+
+/* console.c: one port; guest output to @out_fd, @in_fd (-1: none) in. */
+int virtio_console_create(struct virtio_console **out,
+			  const struct guest_mem *mem, int out_fd, int in_fd,
+			  struct err *e);
+struct virtio_device *virtio_console_device(struct virtio_console *c);
+void virtio_console_destroy(struct virtio_console *c);
+
+/* rng.c */
+int virtio_rng_create(struct virtio_rng **out, const struct guest_mem *mem,
+		      struct err *e);
+struct virtio_device *virtio_rng_device(struct virtio_rng *r);
+void virtio_rng_destroy(struct virtio_rng *r);
+
+#endif
