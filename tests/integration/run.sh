@@ -11,9 +11,11 @@ ALL_NAMES="boot acpi smp timer ipi syscall tsc mem"
 boot_all() { # cpus memory
 	run_dvmm 240 "$TMP/out" run --cpus "$1" --memory "$2" --kernel "$GUEST" \
 		--cmdline "tests=$ALL cpus=$1 mem=$2"
-	expect_rc 0 && expect_passes "$TMP/out" $ALL_NAMES &&
-		grep -q "^INFO cpus=$1 " "$TMP/out" ||
-		fail "INFO line does not report $1 cpus"
+	expect_rc 0 && expect_passes "$TMP/out" $ALL_NAMES || return 1
+	grep -q "^INFO cpus=$1 " "$TMP/out" ||
+		fail "INFO line does not report $1 cpus" || return 1
+	grep -q '^PASS boot: .*(sorted)' "$TMP/out" ||
+		fail "dvmm's memory map is not sorted"
 }
 
 t_boot_1cpu() { boot_all 1 256M; }
@@ -38,6 +40,12 @@ t_guest_failure_exit_status() {
 	run_dvmm 60 "$TMP/out" run --kernel "$GUEST" \
 		--cmdline "tests=boot,selftest-fail"
 	expect_rc 1 && grep -q '^FAIL selftest-fail' "$TMP/out"
+}
+
+t_guest_exception_exit_status() {
+	run_dvmm 60 "$TMP/out" run --kernel "$GUEST" --cmdline "tests=fault-user"
+	expect_rc 3 && grep -q '^FAIL fault-user: exception 14' "$TMP/out" ||
+		fail "output: $(cat "$TMP/out")"
 }
 
 t_unknown_port_logged_once() {
