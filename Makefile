@@ -22,6 +22,8 @@ SAN_UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan/tests/%)
 GUEST := $(BUILD)/guest/testguest.elf
 
 .PHONY: all deps deps-test guest test unit demo bench clean format
+# Keep object files (no "rm ..." after the test summary line).
+.SECONDARY:
 
 all: deps $(BUILD)/dvmm guest
 

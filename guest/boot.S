@@ -187,6 +187,18 @@ ipi_stubs:
 	.set n, n + 1
 	.endr
 
+/* One 16-byte stub per MSI vector: VEC_MSI_BASE + n counts msi[n]. */
+	.globl msi_stubs
+	.balign 16
+msi_stubs:
+	.set n, 0
+	.rept NR_MSI_VECTORS
+	.balign 16
+	incq %gs:(PCPU_MSI + 8 * n)
+	jmp eoi_iret
+	.set n, n + 1
+	.endr
+
 /* Exceptions 0-31: one 16-byte stub each; push a 0 error code if the CPU didn't. */
 	.balign 16
 exc_stubs:

@@ -29,6 +29,8 @@
 #define VEC_TIMER	0x30		/* LAPIC timer */
 #define VEC_WAKE	0x31		/* IPI that only wakes a halted CPU */
 #define VEC_IPI_BASE	0x40		/* fixed IPI from cpu N: 0x40 + N */
+#define VEC_MSI_BASE	0x80		/* device MSI-X: 0x80 + n counts msi[n] */
+#define NR_MSI_VECTORS	32
 #define VEC_SPURIOUS	0xff
 
 /* Syscalls: number in rax, arguments in rdi, rsi, rdx, r10. */
@@ -42,7 +44,8 @@
 #define SYS_CPUID	7	/* (leaf, subleaf, u32 out[4]) */
 #define SYS_RDTSC	8	/* () -> TSC as read in kernel mode */
 #define SYS_ECHO	9	/* (a, b, c, d) -> a + b + c + d, for tests */
-#define NR_SYSCALLS	10
+#define SYS_FLUSH_TLB	10	/* (): reload CR3 after page table edits */
+#define NR_SYSCALLS	11
 
 /* MSRs. */
 #define MSR_APIC_BASE	0x1b
@@ -83,6 +86,7 @@
 #define PCPU_WAKE	40
 #define PCPU_SPURIOUS	48
 #define PCPU_IPI	64
+#define PCPU_MSI	(PCPU_IPI + 8 * MAX_CPUS)
 
 #ifndef __ASSEMBLER__
 
@@ -111,6 +115,7 @@ struct percpu {
 	volatile u64 spurious;
 	volatile u64 online;
 	volatile u64 ipi_from[MAX_CPUS];
+	volatile u64 msi[NR_MSI_VECTORS];	/* MSI-X interrupts by vector */
 	u32 apic_id;
 } __attribute__((aligned(64)));
 

@@ -1,9 +1,10 @@
 /*
  * kernel.c - the test guest's kernel proper: per-CPU setup (GDT/TSS/IDT,
  * syscall MSRs, x2APIC, kvmclock), the syscalls user code uses for what it
- * cannot do itself, and the exception handler. Everything else (ACPI, AP
- * startup, the tests) runs in user mode: on the CI machines kernel mode is
- * emulated at ~1 us per instruction, user mode runs natively.
+ * cannot do itself (port I/O, MSRs, TLB flushes), interrupt counting and
+ * the exception handler. Everything else (ACPI, AP startup, PCI, the
+ * virtio drivers, the tests) runs in user mode: on the CI machines kernel
+ * mode is emulated at ~1 us per instruction, user mode runs natively.
  */
 #include "guest.h"
 
@@ -44,12 +45,13 @@ _Static_assert(__builtin_offsetof(struct percpu, timer_ticks) == PCPU_TIMER, "")
 _Static_assert(__builtin_offsetof(struct percpu, wakeups) == PCPU_WAKE, "");
 _Static_assert(__builtin_offsetof(struct percpu, spurious) == PCPU_SPURIOUS, "");
 _Static_assert(__builtin_offsetof(struct percpu, ipi_from) == PCPU_IPI, "");
+_Static_assert(__builtin_offsetof(struct percpu, msi) == PCPU_MSI, "");
 _Static_assert(sizeof(struct tss) == 104, "");
 _Static_assert(sizeof(struct pvclock) == 32, "");
 
 /* boot.S */
 extern char syscall_entry[], int3_entry[], timer_isr[], wake_isr[], spurious_isr[];
-extern char ipi_stubs[], exc_stubs[];
+extern char ipi_stubs[], msi_stubs[], exc_stubs[];
 void enter_user(void (*entry)(u64), u64 stack, u64 arg)
 	__attribute__((noreturn));
 void halt_forever(void) __attribute__((noreturn));
@@ -240,6 +242,20 @@ static long sys_echo(long a, long b, long c, long d)
 	return a + b + c + d;
 }
 
+/*
+ * User mode edits the page tables itself (they are user-writable memory);
+ * changing an entry that may be cached (e.g. making MMIO uncached) needs
+ * a TLB flush, which only CPL0 can do. This CPU only.
+ */
+static long sys_flush_tlb(long a, long b, long c, long d)
+{
+	u64 cr3;
+
+	(void)a, (void)b, (void)c, (void)d;
+	asm volatile("mov %%cr3, %0; mov %0, %%cr3" : "=r"(cr3) : : "memory");
+	return 0;
+}
+
 long (*const syscall_table[NR_SYSCALLS])(long, long, long, long) = {
 	[SYS_WRITE] = sys_write,
 	[SYS_EXIT] = sys_exit,
@@ -251,6 +267,7 @@ long (*const syscall_table[NR_SYSCALLS])(long, long, long, long) = {
 	[SYS_CPUID] = sys_cpuid,
 	[SYS_RDTSC] = sys_rdtsc,
 	[SYS_ECHO] = sys_echo,
+	[SYS_FLUSH_TLB] = sys_flush_tlb,
 };
 
 /* ---- exceptions ---- */
@@ -313,6 +330,8 @@ static void idt_init(void)
 	set_gate(3, int3_entry, 3);	/* PVM syscall path, see boot.S */
 	for (int n = 0; n < MAX_CPUS; n++)
 		set_gate(VEC_IPI_BASE + n, ipi_stubs + 16 * n, 0);
+	for (int n = 0; n < NR_MSI_VECTORS; n++)
+		set_gate(VEC_MSI_BASE + n, msi_stubs + 16 * n, 0);
 	set_gate(VEC_TIMER, timer_isr, 0);
 	set_gate(VEC_WAKE, wake_isr, 0);
 	set_gate(VEC_SPURIOUS, spurious_isr, 0);

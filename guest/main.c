@@ -26,6 +26,42 @@ bool phys_ok(u64 addr, u64 len)
 
 /* ---- command line ---- */
 
+/*
+ * The value of key=value on the command line (the last one wins), or NULL.
+ * *len gets its length (it ends at a space or the end).
+ */
+const char *cmdline_get(const char *key, int *len)
+{
+	size_t klen = strlen(key);
+	const char *found = NULL;
+
+	for (const char *p = sys.cmdline; *p;) {
+		const char *tok = p;
+
+		while (*p && *p != ' ')
+			p++;
+		if ((size_t)(p - tok) > klen && !strncmp(tok, key, klen) &&
+		    tok[klen] == '=') {
+			found = tok + klen + 1;
+			*len = p - found;
+		}
+		while (*p == ' ')
+			p++;
+	}
+	return found;
+}
+
+u64 cmdline_u64(const char *key, u64 def)
+{
+	int len;
+	const char *v = cmdline_get(key, &len);
+	u64 n;
+
+	if (!v || !parse_u64(v, &n))
+		return def;
+	return n;
+}
+
 static u64 parse_size(const char *s)
 {
 	u64 v;
@@ -293,6 +329,15 @@ static const struct test {
 	{ "reboot", test_reboot },
 	{ "poweroff", test_poweroff },
 	{ "idle", test_idle },
+	{ "pci", test_pci },
+	{ "blk", test_blk },
+	{ "rng", test_rng },
+	{ "net", test_net },
+	{ "vconsole", test_vconsole },
+	{ "badring", test_badring },
+	{ "blkbench", test_blkbench },
+	{ "netbench", test_netbench },
+	{ "kickbench", test_kickbench },
 };
 
 void user_main(u64 cpu)

@@ -41,6 +41,10 @@ struct sysinfo {
 
 extern struct sysinfo sys;
 
+/* key=value on the command line: the value (not NUL-terminated) or NULL. */
+const char *cmdline_get(const char *key, int *len);
+u64 cmdline_u64(const char *key, u64 def);
+
 /* True if [addr, addr + len) is identity mapped (safe to dereference). */
 bool phys_ok(u64 addr, u64 len);
 
@@ -70,6 +74,15 @@ bool test_badport(char *msg);
 bool test_idle(char *msg);
 bool test_reboot(char *msg);
 bool test_poweroff(char *msg);
+bool test_pci(char *msg);		/* tests_virtio.c */
+bool test_rng(char *msg);
+bool test_vconsole(char *msg);
+bool test_badring(char *msg);
+bool test_kickbench(char *msg);
+bool test_blk(char *msg);		/* tests_blk.c */
+bool test_blkbench(char *msg);
+bool test_net(char *msg);		/* tests_net.c */
+bool test_netbench(char *msg);
 
 #define FAIL(...) (snprintf(msg, MSG_LEN, __VA_ARGS__), false)
 

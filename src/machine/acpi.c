@@ -1,8 +1,9 @@
 /*
  * machine/acpi.c - builds the ACPI tables that describe the machine to the
- * guest: RSDP, XSDT, FADT (with its FACS), DSDT and MADT, laid out in one
- * buffer in that order. The caller copies the buffer to guest physical
- * cfg->base, so every pointer between tables is base + offset.
+ * guest: RSDP, XSDT, FADT (with its FACS), DSDT, MADT and, when the
+ * machine has PCI ECAM, MCFG, laid out in one buffer in that order. The
+ * caller copies the buffer to guest physical cfg->base, so every pointer
+ * between tables is base + offset.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -46,8 +47,18 @@
 #define RSDP_EXT_CHECKSUM 32
 
 /* XSDT: the header, then 64-bit table pointers. */
-#define XSDT_ENTRIES 2 /* FADT, MADT */
-#define XSDT_LEN (HDR_LEN + 8 * XSDT_ENTRIES)
+#define XSDT_ENTRY_LEN 8
+
+/* MCFG: header, 8 reserved bytes, one 16-byte allocation for segment 0. */
+#define MCFG_REVISION 1
+#define MCFG_ALLOC 44
+#define MCFG_ALLOC_LEN 16
+#define MCFG_LEN (MCFG_ALLOC + MCFG_ALLOC_LEN)
+#define MCFG_BASE 0
+#define MCFG_SEGMENT 8
+#define MCFG_BUS_START 10
+#define MCFG_BUS_END 11
+#define ECAM_BUS_SIZE (1ULL << 20) /* 32 devices x 8 functions x 4 KiB */
 
 /* FADT, revision 6 layout. */
 #define FADT_REVISION 6
@@ -152,8 +163,8 @@ static const uint8_t dsdt_aml[] = {
 
 /* Where each table goes, decided before anything is written. */
 struct acpi_plan {
-	size_t rsdp, xsdt, fadt, facs, dsdt, madt;
-	size_t dsdt_len, madt_len;
+	size_t rsdp, xsdt, fadt, facs, dsdt, madt, mcfg;
+	size_t xsdt_len, dsdt_len, madt_len;
 	size_t total;
 };
 
@@ -232,6 +243,8 @@ static size_t madt_length(unsigned int ncpus)
 
 static int check_config(const struct acpi_config *cfg)
 {
+	uint64_t ecam_len = (cfg->ecam_bus_end + 1ULL) * ECAM_BUS_SIZE;
+
 	if (cfg->ncpus == 0 || cfg->ncpus > ACPI_MAX_CPUS)
 		return -EINVAL;
 	if (cfg->base % ACPI_RSDP_ALIGN)
@@ -243,6 +256,10 @@ static int check_config(const struct acpi_config *cfg)
 	if (cfg->sci_irq == ISA_IRQ_TIMER || cfg->sci_irq == GSI_TIMER ||
 	    cfg->sci_irq > 15)
 		return -EINVAL;
+	/* ECAM: bus-aligned, and its buses must end below 2^64. */
+	if (cfg->ecam_base % ECAM_BUS_SIZE ||
+	    cfg->ecam_base > UINT64_MAX - ecam_len)
+		return -EINVAL;
 	return 0;
 }
 
@@ -250,16 +267,23 @@ static int check_config(const struct acpi_config *cfg)
 static void plan_tables(const struct acpi_config *cfg, struct acpi_plan *p)
 {
 	size_t phase = (size_t)(cfg->base % ACPI_FACS_ALIGN);
+	size_t entries = cfg->ecam_base ? 3 : 2; /* FADT, MADT[, MCFG] */
 
 	p->rsdp = 0;
 	p->xsdt = align_up(p->rsdp + RSDP_LEN, ACPI_TABLE_ALIGN);
-	p->fadt = align_up(p->xsdt + XSDT_LEN, ACPI_TABLE_ALIGN);
+	p->xsdt_len = HDR_LEN + XSDT_ENTRY_LEN * entries;
+	p->fadt = align_up(p->xsdt + p->xsdt_len, ACPI_TABLE_ALIGN);
 	p->facs = align_up(phase + p->fadt + FADT_LEN, ACPI_FACS_ALIGN) - phase;
 	p->dsdt = align_up(p->facs + FACS_LEN, ACPI_TABLE_ALIGN);
 	p->dsdt_len = HDR_LEN + sizeof(dsdt_aml);
 	p->madt = align_up(p->dsdt + p->dsdt_len, ACPI_TABLE_ALIGN);
 	p->madt_len = madt_length(cfg->ncpus);
 	p->total = p->madt + p->madt_len;
+	p->mcfg = 0;
+	if (cfg->ecam_base) {
+		p->mcfg = align_up(p->total, ACPI_TABLE_ALIGN);
+		p->total = p->mcfg + MCFG_LEN;
+	}
 }
 
 static void build_rsdp(uint8_t *buf, const struct acpi_config *cfg,
@@ -280,12 +304,14 @@ static void build_rsdp(uint8_t *buf, const struct acpi_config *cfg,
 static void build_xsdt(uint8_t *buf, const struct acpi_config *cfg,
 		       const struct acpi_plan *p)
 {
-	uint8_t *t = buf + p->xsdt;
+	uint8_t *t = buf + p->xsdt, *e = t + HDR_LEN;
 
-	put_header(t, "XSDT", XSDT_LEN, 1);
-	put64(t + HDR_LEN, cfg->base + p->fadt);
-	put64(t + HDR_LEN + 8, cfg->base + p->madt);
-	set_checksum(t, XSDT_LEN, HDR_CHECKSUM);
+	put_header(t, "XSDT", p->xsdt_len, 1);
+	put64(e, cfg->base + p->fadt);
+	put64(e + XSDT_ENTRY_LEN, cfg->base + p->madt);
+	if (p->mcfg)
+		put64(e + 2 * XSDT_ENTRY_LEN, cfg->base + p->mcfg);
+	set_checksum(t, p->xsdt_len, HDR_CHECKSUM);
 }
 
 static void fadt_put_pm_blocks(uint8_t *t, const struct acpi_config *cfg)
@@ -422,6 +448,21 @@ static void build_madt(uint8_t *buf, const struct acpi_config *cfg,
 	set_checksum(t, p->madt_len, HDR_CHECKSUM);
 }
 
+/* MCFG: one ECAM allocation, segment 0, buses 0..ecam_bus_end. */
+static void build_mcfg(uint8_t *buf, const struct acpi_config *cfg,
+		       const struct acpi_plan *p)
+{
+	uint8_t *t = buf + p->mcfg, *a = t + MCFG_ALLOC;
+
+	put_header(t, "MCFG", MCFG_LEN, MCFG_REVISION);
+	/* 8 reserved bytes after the header stay zero. */
+	put64(a + MCFG_BASE, cfg->ecam_base);
+	put16(a + MCFG_SEGMENT, 0);
+	a[MCFG_BUS_START] = 0;
+	a[MCFG_BUS_END] = cfg->ecam_bus_end;
+	set_checksum(t, MCFG_LEN, HDR_CHECKSUM);
+}
+
 ssize_t acpi_build(const struct acpi_config *cfg, uint8_t *buf, size_t buflen,
 		   struct acpi_layout *out)
 {
@@ -445,12 +486,15 @@ ssize_t acpi_build(const struct acpi_config *cfg, uint8_t *buf, size_t buflen,
 	build_facs(buf, &p);
 	build_dsdt(buf, &p);
 	build_madt(buf, cfg, &p);
+	if (p.mcfg)
+		build_mcfg(buf, cfg, &p);
 	if (out)
 		*out = (struct acpi_layout){.rsdp = p.rsdp,
 					    .xsdt = p.xsdt,
 					    .fadt = p.fadt,
 					    .dsdt = p.dsdt,
 					    .madt = p.madt,
+					    .mcfg = p.mcfg,
 					    .total = p.total};
 	return (ssize_t)p.total;
 }

@@ -1,6 +1,6 @@
 /*
- * machine/acpi.h - builds the ACPI tables (RSDP, XSDT, FADT, DSDT, MADT)
- * that describe the machine to the guest. Pure: writes into a buffer that
+ * machine/acpi.h - builds the ACPI tables (RSDP, XSDT, FADT, DSDT, MADT and
+ * optionally MCFG) that describe the machine to the guest. Pure: writes into a buffer that
  * the caller copies to guest physical @base.
  */
 #ifndef DVMM_MACHINE_ACPI_H
@@ -23,11 +23,18 @@ struct acpi_config {
 	uint16_t reset_port;      /* FADT reset register (I/O space) */
 	uint8_t reset_value;
 	uint8_t sci_irq;
+	/*
+	 * PCI ECAM (MCFG table, segment 0, buses 0..ecam_bus_end): base 1 MiB
+	 * aligned, or 0 for no MCFG.
+	 */
+	uint64_t ecam_base;
+	uint8_t ecam_bus_end;
 };
 
 /* Offsets of the tables inside the buffer, for callers and tests. */
 struct acpi_layout {
 	size_t rsdp, xsdt, fadt, dsdt, madt;
+	size_t mcfg;              /* 0 when there is no MCFG */
 	size_t total;
 };
 

@@ -2,8 +2,10 @@
  * machine/acpi_pm.c - the fixed ACPI power-management hardware the FADT
  * points at: the PM1a event block (PM1_STS, PM1_EN), the PM1a control
  * block (SCI_EN, SLP_TYP/SLP_EN: S5 powers off) and the 0xCF9 reset
- * control register (RST_CPU resets). No SCI is raised: nothing here
- * produces events yet.
+ * control register (RST_CPU resets). Port 0xCF9 lies inside the PCI bus's
+ * 0xCF8-0xCFF range, so the bus owns the port and forwards byte accesses
+ * to acpi_pm_reset_control_io(). No SCI is raised: nothing here produces
+ * events yet.
  */
 #include <errno.h>
 #include <string.h>
@@ -13,7 +15,6 @@
 
 #define PM1_EVT_LEN 4 /* PM1_STS (2 bytes), then PM1_EN (2 bytes) */
 #define PM1_CNT_LEN 2
-#define RESET_CONTROL_LEN 1
 
 #define PM1_STS_WAK 0x8000
 
@@ -156,8 +157,8 @@ static bool reset_control_write(struct acpi_pm *p, uint8_t v)
 	return v & CF9_RST_CPU;
 }
 
-static void reset_control_io(void *opaque, uint64_t offset, uint8_t *data,
-			     uint32_t len, bool is_write, int vcpu_id)
+void acpi_pm_reset_control_io(void *opaque, uint64_t offset, uint8_t *data,
+			      uint32_t len, bool is_write, int vcpu_id)
 {
 	struct acpi_pm *p = opaque;
 	bool reset = false;
@@ -190,8 +191,6 @@ struct pm_range {
 static const struct pm_range pm_ranges[] = {
 	{PORT_ACPI_PM1A_EVT, PM1_EVT_LEN, pm1_evt_io, "acpi-pm1a-evt"},
 	{PORT_ACPI_PM1A_CNT, PM1_CNT_LEN, pm1_cnt_io, "acpi-pm1a-cnt"},
-	{PORT_RESET_CONTROL, RESET_CONTROL_LEN, reset_control_io,
-	 "reset-control"},
 };
 
 #define PM_NR_RANGES (sizeof(pm_ranges) / sizeof(pm_ranges[0]))

@@ -91,6 +91,14 @@ struct acpi_pm {
 
 int acpi_pm_init(struct acpi_pm *p, struct io_registry *io,
 		 const struct vm_lifecycle *lc);
+/*
+ * The 0xCF9 reset control register (opaque = the struct acpi_pm). Not
+ * registered by acpi_pm_init: the PCI bus owns 0xCF8-0xCFF and forwards
+ * byte accesses at 0xCF9 here as offset 0 (pci_bus_init's cf9 handler).
+ * Any other offset or size reads all-ones and is ignored.
+ */
+void acpi_pm_reset_control_io(void *opaque, uint64_t offset, uint8_t *data,
+			      uint32_t len, bool is_write, int vcpu_id);
 void acpi_pm_destroy(struct acpi_pm *p);
 
 #endif

@@ -9,6 +9,8 @@
  *   (absent)  [0xA0000, 0xE0000)         legacy VGA / option ROM window
  *   reserved  [0xE0000, 0x100000)        BIOS area; holds the ACPI tables
  *   RAM       [0x100000, low RAM end)    up to the 32-bit MMIO hole
+ *   reserved  PCI ECAM window            Linux only trusts MMCONFIG that
+ *                                        firmware reserved
  *   reserved  IOAPIC page, LAPIC page    as real firmware reports them
  *   reserved  KVM identity map + TSS     KVM's private pages in the hole
  *   RAM       [4 GiB, ...)               the rest of RAM, if any
@@ -30,13 +32,17 @@
 
 #include "machine/layout.h"
 #include "machine/memmap.h"
+#include "machine/pci.h"
 
 #define PAGE_SIZE 0x1000ULL
 #define LEGACY_HOLE_START 0xA0000ULL    /* VGA window + option ROMs */
 #define KVM_TSS_PAGES 3
+#define NR_RAM_HOLES 3
+#define NR_MMIO_RESERVED 4
 
 /* At most 1 + 2 * (regions + areas) boundaries; see collect_bounds(). */
-#define MAX_BOUNDS 40
+#define MAX_BOUNDS (1 + 2 * (GUEST_MEM_MAX_REGIONS + NR_RAM_HOLES +           \
+			     NR_MMIO_RESERVED))
 
 enum span_kind { KIND_NONE, KIND_RAM, KIND_RESERVED };
 
@@ -51,19 +57,20 @@ static int ram_holes(struct span *out)
 	out[0] = (struct span){ LAYOUT_EBDA_START, LEGACY_HOLE_START };
 	out[1] = (struct span){ LEGACY_HOLE_START, LAYOUT_BIOS_START };
 	out[2] = (struct span){ LAYOUT_BIOS_START, LAYOUT_BIOS_END };
-	return 3;
+	return NR_RAM_HOLES;
 }
 
 /* Device and KVM pages in the 32-bit MMIO hole: always reserved. */
 static int mmio_reserved(struct span *out)
 {
-	out[0] = (struct span){ LAYOUT_IOAPIC_ADDR,
+	out[0] = (struct span){ PCI_ECAM_BASE, PCI_ECAM_BASE + PCI_ECAM_SIZE };
+	out[1] = (struct span){ LAYOUT_IOAPIC_ADDR,
 				LAYOUT_IOAPIC_ADDR + PAGE_SIZE };
-	out[1] = (struct span){ LAYOUT_LAPIC_ADDR,
+	out[2] = (struct span){ LAYOUT_LAPIC_ADDR,
 				LAYOUT_LAPIC_ADDR + PAGE_SIZE };
-	out[2] = (struct span){ LAYOUT_KVM_IDENT_MAP,
+	out[3] = (struct span){ LAYOUT_KVM_IDENT_MAP,
 				LAYOUT_KVM_TSS + KVM_TSS_PAGES * PAGE_SIZE };
-	return 3;
+	return NR_MMIO_RESERVED;
 }
 
 static bool span_has(const struct span *s, uint64_t addr)
@@ -99,7 +106,7 @@ static bool in_ram(const struct guest_mem *m, uint64_t addr)
 /* What the guest is told about the byte at @addr. */
 static enum span_kind kind_at(const struct guest_mem *m, uint64_t addr)
 {
-	struct span mmio[3], holes[3];
+	struct span mmio[NR_MMIO_RESERVED], holes[NR_RAM_HOLES];
 	int nmmio = mmio_reserved(mmio);
 	int nholes = ram_holes(holes);
 
@@ -138,7 +145,7 @@ static void sort_bounds(uint64_t *b, int n)
  */
 static int collect_bounds(const struct guest_mem *m, uint64_t *b)
 {
-	struct span s[6];
+	struct span s[NR_RAM_HOLES + NR_MMIO_RESERVED];
 	int n = 0, ns;
 	int nregions = m->nregions;
 

@@ -27,7 +27,11 @@
 #define PCI_IO_BASE 0xC000            /* I/O BAR window */
 #define PCI_IO_END 0x10000
 
-/* INTx: slot s, pin A..D -> GSI from this list (level, active low). */
+/*
+ * INTx: every device uses pin A; slot s raises GSI
+ * PCI_INTX_GSI_BASE + (s % PCI_INTX_GSI_COUNT) (level, active low), so
+ * slots 1..7 get GSIs 17..23, slot 8 GSI 16, and so on.
+ */
 #define PCI_INTX_GSI_BASE 16          /* IOAPIC pins 16..23 */
 #define PCI_INTX_GSI_COUNT 8
 
@@ -51,7 +55,11 @@ struct pci_device_ops {
 	 */
 	void (*bar_mapped)(struct pci_device *d, int bar, uint64_t addr,
 			   bool mapped);
-	/* Config space was written at @off (after the bus applied masks). */
+	/*
+	 * The guest wrote @len bytes of config space at @off (the bus has
+	 * applied wmask/w1cmask and updated the BAR mappings). Called with
+	 * the bus lock held; must not call back into the bus.
+	 */
 	void (*cfg_written)(struct pci_device *d, uint32_t off, uint32_t len);
 };
 
@@ -66,6 +74,7 @@ struct pci_device {
 	uint8_t wmask[PCI_CFG_SIZE];  /* bits the guest may write */
 	uint8_t w1cmask[PCI_CFG_SIZE];/* write-1-to-clear bits */
 	uint8_t last_cap;             /* offset of the last capability */
+	uint16_t cap_end;             /* first byte after it (0: no caps) */
 };
 
 struct pci_bus {
@@ -82,34 +91,63 @@ struct pci_bus {
 
 /*
  * Register 0xcf8-0xcff and the ECAM window. Port 0xcf9 (the reset control
- * register) shares the range: byte accesses to it go to @cf9 / @cf9_opaque.
+ * register) shares the range: byte accesses to it go to @cf9 / @cf9_opaque
+ * (called as @cf9(@cf9_opaque, 0, data, 1, ...), without the bus lock);
+ * @cf9 may be NULL (reads all-ones). Slot 0 gets the host bridge.
  */
 int pci_bus_init(struct pci_bus *b, struct io_registry *io, io_handler_fn cf9,
 		 void *cf9_opaque);
+/*
+ * Unregister the bus's ranges. BARs stay as they are: each device's own
+ * destroy unregisters what its bar_mapped registered.
+ */
 void pci_bus_destroy(struct pci_bus *b);
 
 /*
  * Prepare a device: fills the header (vendor, device, class, subsystem,
- * revision, header type 0, interrupt pin A), zeroes the rest.
+ * revision, header type 0, interrupt pin A) and the standard writable bits
+ * (command, status write-1-to-clear, cache line, latency, interrupt line);
+ * zeroes the rest of config space, the masks, BARs and capabilities; sets
+ * slot to -1. @ops and @opaque are left as they are (set them before or
+ * after). Device code may add bits to wmask/w1cmask for its own registers
+ * (e.g. inside its capabilities) before pci_bus_add.
  */
 void pci_device_init(struct pci_device *d, const char *name,
 		     uint16_t vendor, uint16_t device, uint32_t class_code,
 		     uint8_t revision, uint16_t subsys_vendor,
 		     uint16_t subsys_id);
-/* Declare BAR @bar of @size bytes (power of two >= 16 / 4 for I/O). */
+/*
+ * Declare BAR @bar of @size bytes (power of two >= 16 / 4 for I/O; a 32-bit
+ * BAR at most 2 GiB). A 64-bit BAR also takes slot @bar + 1. Set
+ * d->bar[bar].prefetchable afterwards if wanted. Before pci_bus_add only;
+ * -EINVAL for bad arguments or a slot already in use, -EBUSY once added.
+ */
 int pci_device_set_bar(struct pci_device *d, int bar, uint64_t size,
 		       bool is_io, bool is_64);
-/* Append a capability of @len bytes with id @cap_id; returns its offset. */
+/*
+ * Append a capability of @len (>= 2) bytes with id @cap_id to the list in
+ * the legacy 256 bytes (from 0x40, 4-byte aligned, linked from 0x34, status
+ * bit 4 set). Returns its offset, -ENOSPC when it does not fit, -EINVAL for
+ * a bad @len. Its bytes after the id and next pointer are zero and
+ * read-only until the device sets cfg and wmask there.
+ */
 int pci_device_add_cap(struct pci_device *d, uint8_t cap_id, uint8_t len);
 
 /*
  * Put the device in the next free slot, place its BARs, enable memory/IO
  * decode as firmware would, set its INTx GSI, and call bar_mapped for each
- * BAR. Returns the slot or a negative errno.
+ * BAR. Returns the slot, or -ENOSPC (no free slot, or the BARs do not fit
+ * the windows; nothing is changed then), -EEXIST (already on the bus),
+ * -EINVAL. The device stays on the bus until pci_bus_destroy.
  */
 int pci_bus_add(struct pci_bus *b, struct pci_device *d);
 
-/* Config space accessors used by the bus and by tests. */
+/*
+ * Config space accessors used by the bus and by tests: the same path as a
+ * guest access (masks, BAR mapping, cfg_written). Bus 0 only; @devfn is
+ * slot << 3 | function. Reads of absent functions and of bytes past the
+ * 4 KiB config space return all-ones; such writes are dropped.
+ */
 void pci_cfg_read(struct pci_bus *b, uint8_t devfn, uint32_t off,
 		  uint8_t *data, uint32_t len);
 void pci_cfg_write(struct pci_bus *b, uint8_t devfn, uint32_t off,

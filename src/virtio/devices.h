@@ -19,19 +19,39 @@ struct virtio_net;
 struct virtio_console;
 struct virtio_rng;
 
-/* blk.c: --disk PATH[,readonly] */
+/* Requests completed since creation (a failed one counts in errors too). */
+struct virtio_blk_stats {
+	uint64_t reads, writes, flushes, discards;
+	uint64_t read_bytes, write_bytes;
+	uint64_t errors;          /* completed with IOERR or UNSUPP */
+};
+
+/*
+ * blk.c: --disk PATH[,readonly]. A raw image (regular file whose size is a
+ * multiple of 512, or a block device), locked with flock (shared when
+ * readonly) so two VMs cannot write one image. Needs io_uring.
+ */
 int virtio_blk_create(struct virtio_blk **out, const struct guest_mem *mem,
 		      const char *path, bool readonly, struct err *e);
 struct virtio_device *virtio_blk_device(struct virtio_blk *b);
+void virtio_blk_get_stats(struct virtio_blk *b, struct virtio_blk_stats *s);
 void virtio_blk_destroy(struct virtio_blk *b);
 
+struct virtio_net_stats {
+	uint64_t rx_packets, rx_bytes, rx_dropped;  /* tap -> guest */
+	uint64_t tx_packets, tx_bytes, tx_dropped;  /* guest -> tap */
+};
+
 /* net.c: --net tap=NAME[,mac=xx:xx:xx:xx:xx:xx]; NAME NULL -> dvmm makes
- * a tap itself (name reported by virtio_net_tap_name). */
+ * a tap itself (name reported by virtio_net_tap_name). @mac NULL: a random
+ * locally administered address. Bytes count frames without the 12-byte
+ * virtio-net header. */
 int virtio_net_create(struct virtio_net **out, const struct guest_mem *mem,
 		      const char *tap_name, const uint8_t mac[6],
 		      struct err *e);
 const char *virtio_net_tap_name(const struct virtio_net *n);
 struct virtio_device *virtio_net_device(struct virtio_net *n);
+void virtio_net_get_stats(struct virtio_net *n, struct virtio_net_stats *s);
 void virtio_net_destroy(struct virtio_net *n);
 
 /* console.c: one port; guest output to @out_fd, @in_fd (-1: none) in. */

@@ -98,8 +98,11 @@ static inline bool virtio_has_feature(const struct virtio_device *vd,
 
 /*
  * After pushing used entries on queue @q: interrupt the driver if the
- * EVENT_IDX / NO_INTERRUPT rules say so. Call with vq->lock held or not;
- * it takes no virtqueue lock itself.
+ * EVENT_IDX / NO_INTERRUPT rules say so. Locking rule: call it WITHOUT
+ * holding vq->lock; it takes vq->lock itself for the decision (which
+ * updates signalled_used) and calls transport.notify_queue after dropping
+ * it, so the transport may take its own locks in notify_queue. Typical use:
+ * lock; vq_push...; unlock; virtio_queue_done().
  */
 void virtio_queue_done(struct virtio_device *vd, uint16_t q);
 
@@ -107,7 +110,11 @@ void virtio_queue_done(struct virtio_device *vd, uint16_t q);
  * The driver broke the rules (a bad descriptor, an impossible request):
  * set NEEDS_RESET, interrupt for a configuration change, log one line
  * naming the device and the reason. The device stops serving its queues
- * until the driver resets it; the VMM and other devices go on.
+ * until the driver resets it; the VMM and other devices go on. Only the
+ * first call logs and notifies until the status is reset (NEEDS_RESET
+ * cleared); the configuration interrupt is sent only when DRIVER_OK is
+ * set (virtio 1.2, 2.1.2). Takes vd->lock; notify_config runs after it is
+ * dropped.
  */
 void virtio_set_needs_reset(struct virtio_device *vd, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -69,7 +69,7 @@ struct vq_chain {
 };
 
 struct virtqueue {
-	pthread_mutex_t lock;     /* callers hold it around pop/push */
+	pthread_mutex_t lock;     /* held around pop/push; error-checking */
 	const struct guest_mem *mem;
 	uint16_t size;            /* power of two, <= VQ_MAX_SIZE */
 	bool enabled;
@@ -83,6 +83,7 @@ struct virtqueue {
 	uint16_t used_idx;        /* our copy of used->idx */
 	uint16_t signalled_used;  /* used_idx when we last interrupted */
 	bool signalled_valid;
+	bool kick_wanted;         /* vq_set_kick_wanted(); true after enable */
 	char error[128];          /* why the last pop failed */
 };
 
@@ -107,15 +108,29 @@ void vq_disable(struct virtqueue *vq);
  * avail idx jumped by more than the ring size, head or next out of range, a
  * loop, a chain longer than the ring or VQ_MAX_SEGS, an address or length
  * outside guest RAM, a readable segment after a writable one, a nested or
- * misaligned or mis-sized indirect table, INDIRECT without the feature).
- * The device must then be put in NEEDS_RESET.
+ * mis-sized (0 or not a multiple of 16) indirect table, INDIRECT without
+ * the feature or together with NEXT, more than 4 GiB in one chain).
+ * A chain is direct descriptors optionally ending in one INDIRECT
+ * descriptor; an indirect table needs no particular alignment. Zero-length
+ * descriptors are accepted and produce no iovec. On error @c is garbage
+ * and last_avail does not move. The device must then be put in
+ * NEEDS_RESET. With EVENT_IDX and kicks wanted, each pop also moves
+ * avail_event to the new last_avail, and an empty pop closes the race with
+ * the driver itself (full barrier, second look at avail->idx).
  */
 int vq_pop(struct virtqueue *vq, struct vq_chain *c);
 
-/* Return a chain to the driver with @len bytes written into it. */
+/*
+ * Return a chain to the driver with @len bytes written into it:
+ * ring[used_idx % size] first, then used->idx with release semantics.
+ */
 void vq_push(struct virtqueue *vq, uint16_t head, uint32_t len);
 
-/* After pushes: does the driver want an interrupt now? (EVENT_IDX rules.) */
+/*
+ * After pushes: does the driver want an interrupt now? (EVENT_IDX rules,
+ * else VRING_AVAIL_F_NO_INTERRUPT.) Updates signalled_used: call with
+ * vq->lock held.
+ */
 bool vq_should_interrupt(struct virtqueue *vq);
 
 /*

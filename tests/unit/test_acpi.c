@@ -2,7 +2,8 @@
  * tests/unit/test_acpi.c - the ACPI table builder: checksums, pointers
  * between tables (guest addresses translated back to buffer offsets), the
  * FADT's PM and reset registers, the MADT's CPUs, IOAPIC and overrides,
- * the DSDT's \_S5_, and the error cases (-ENOSPC without writing past the
+ * the DSDT's \_S5_, the MCFG's ECAM window (or its absence), and the error
+ * cases (-ENOSPC without writing past the
  * buffer, -EINVAL for bad configurations).
  */
 #include <errno.h>
@@ -18,6 +19,7 @@
 
 #include "machine/acpi.h"
 #include "machine/layout.h"
+#include "machine/pci.h"
 
 #define BUF_LEN 65536
 
@@ -75,6 +77,8 @@ static struct acpi_config default_config(unsigned int ncpus)
 		.reset_port = PORT_RESET_CONTROL,
 		.reset_value = 0x06,
 		.sci_irq = ACPI_SCI_IRQ,
+		.ecam_base = PCI_ECAM_BASE,
+		.ecam_bus_end = 0,
 	};
 }
 
@@ -126,7 +130,7 @@ static void check_xsdt(const uint8_t *buf, const struct acpi_config *cfg,
 	size_t xsdt = to_off(cfg, get64(r + 24), l->total);
 	const uint8_t *t = check_table(buf, xsdt, l->total, "XSDT");
 	uint32_t len = get32(t + 4);
-	bool saw_fadt = false, saw_madt = false;
+	bool saw_fadt = false, saw_madt = false, saw_mcfg = false;
 
 	assert_int_equal(xsdt, l->xsdt);
 	assert_int_equal((len - 36) % 8, 0);
@@ -139,12 +143,18 @@ static void check_xsdt(const uint8_t *buf, const struct acpi_config *cfg,
 		} else if (!memcmp(buf + off, "APIC", 4)) {
 			assert_int_equal(off, l->madt);
 			saw_madt = true;
+		} else if (!memcmp(buf + off, "MCFG", 4)) {
+			assert_false(saw_mcfg);
+			assert_int_equal(off, l->mcfg);
+			saw_mcfg = true;
 		} else {
 			fail_msg("unexpected XSDT entry at %zu", off);
 		}
 	}
 	assert_true(saw_fadt);
 	assert_true(saw_madt);
+	assert_int_equal(saw_mcfg, cfg->ecam_base != 0);
+	assert_int_equal(len, 36 + 8 * (cfg->ecam_base ? 3 : 2));
 }
 
 static void check_gas_io(const uint8_t *g, uint8_t bit_width, uint64_t addr)
@@ -296,16 +306,41 @@ static void check_madt(const uint8_t *buf, const struct acpi_config *cfg,
 	assert_true(c.iso_sci);
 }
 
+/* MCFG: one allocation (base, segment 0, buses 0..end), or none. */
+static void check_mcfg(const uint8_t *buf, const struct acpi_config *cfg,
+		       const struct acpi_layout *l)
+{
+	const uint8_t *t, *a;
+	static const uint8_t zero[8];
+
+	if (!cfg->ecam_base) {
+		assert_int_equal(l->mcfg, 0);
+		assert_null(memmem(buf, l->total, "MCFG", 4));
+		return;
+	}
+	t = check_table(buf, l->mcfg, l->total, "MCFG");
+	assert_int_equal(get32(t + 4), 60);
+	assert_int_equal(t[8], 1);
+	assert_memory_equal(t + 36, zero, 8); /* reserved */
+	a = t + 44;
+	assert_int_equal(get64(a), cfg->ecam_base);
+	assert_int_equal(get16(a + 8), 0);  /* segment */
+	assert_int_equal(a[10], 0);         /* start bus */
+	assert_int_equal(a[11], cfg->ecam_bus_end);
+	assert_memory_equal(a + 12, zero, 4); /* reserved */
+}
+
 static void check_placement(const struct acpi_layout *l)
 {
-	size_t offs[] = {l->xsdt, l->fadt, l->dsdt, l->madt};
+	size_t offs[] = {l->xsdt, l->fadt, l->dsdt, l->madt, l->mcfg};
+	size_t n = l->mcfg ? 5 : 4;
 
-	for (size_t i = 0; i < 4; i++) {
+	for (size_t i = 0; i < n; i++) {
 		assert_int_equal(offs[i] % 8, 0);
 		if (i)
 			assert_true(offs[i] > offs[i - 1]);
 	}
-	assert_true(l->madt < l->total);
+	assert_true(offs[n - 1] < l->total);
 }
 
 static void build_and_check(const struct acpi_config *cfg)
@@ -324,6 +359,7 @@ static void build_and_check(const struct acpi_config *cfg)
 	check_facs(buf, cfg, &l);
 	check_dsdt(buf, &l);
 	check_madt(buf, cfg, &l);
+	check_mcfg(buf, cfg, &l);
 	free(buf);
 }
 
@@ -394,6 +430,34 @@ static void test_no_reset_register(void **state)
 	assert_int_equal(acpi_checksum(buf + l.fadt, 276), 0);
 }
 
+static void test_mcfg(void **state)
+{
+	struct acpi_config cfg = default_config(2);
+	uint8_t buf[4096];
+	struct acpi_layout l;
+	ssize_t with, without;
+
+	(void)state;
+	with = acpi_build(&cfg, buf, sizeof(buf), &l);
+	assert_true(with > 0);
+	assert_int_equal((size_t)with, l.mcfg + 60); /* the last table */
+	/* Other bases and bus ranges. */
+	cfg.ecam_base = 0xb0000000;
+	cfg.ecam_bus_end = 255;
+	build_and_check(&cfg);
+	cfg.ecam_base = 0x4000000000ULL;
+	cfg.ecam_bus_end = 15;
+	build_and_check(&cfg);
+	/* No ECAM: no MCFG, two XSDT entries, 64 bytes fewer. */
+	cfg.ecam_base = 0;
+	build_and_check(&cfg);
+	without = acpi_build(&cfg, buf, sizeof(buf), &l);
+	assert_true(without > 0);
+	assert_int_equal(l.mcfg, 0);
+	assert_int_equal((size_t)without, l.madt + get32(buf + l.madt + 4));
+	assert_int_equal(get32(buf + l.xsdt + 4), 36 + 16);
+}
+
 static void test_enospc_no_overrun(void **state)
 {
 	struct acpi_config cfg = default_config(4);
@@ -453,6 +517,13 @@ static void test_einval(void **state)
 	cfg = default_config(1);
 	cfg.base = UINT64_MAX - 15; /* tables would wrap */
 	assert_int_equal(acpi_build(&cfg, buf, sizeof(buf), NULL), -EINVAL);
+	cfg = default_config(1);
+	cfg.ecam_base = PCI_ECAM_BASE + 0x80000; /* not bus-aligned */
+	assert_int_equal(acpi_build(&cfg, buf, sizeof(buf), NULL), -EINVAL);
+	cfg.ecam_base = 0xffffffffffe00000ULL; /* bus 0 only: fits */
+	assert_true(acpi_build(&cfg, buf, sizeof(buf), NULL) > 0);
+	cfg.ecam_bus_end = 1; /* bus 1 would end at 2^64 */
+	assert_int_equal(acpi_build(&cfg, buf, sizeof(buf), NULL), -EINVAL);
 }
 
 static void test_deterministic(void **state)
@@ -490,6 +561,7 @@ int main(void)
 		cmocka_unit_test(test_other_bases),
 		cmocka_unit_test(test_other_config_values),
 		cmocka_unit_test(test_no_reset_register),
+		cmocka_unit_test(test_mcfg),
 		cmocka_unit_test(test_enospc_no_overrun),
 		cmocka_unit_test(test_einval),
 		cmocka_unit_test(test_deterministic),

@@ -3,6 +3,9 @@
  * io registry with ioreg_dispatch, as a vCPU would: the 16550A UART, the
  * CMOS RTC, the i8042, the debug-exit port and the ACPI PM / 0xCF9 reset
  * registers. A test irq sink and vm_lifecycle record what the devices do.
+ * 0xCF9 belongs to the PCI bus, which forwards byte accesses to
+ * acpi_pm_reset_control_io(); the tests register that handler at 0xCF9
+ * themselves, standing in for the bus.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -1053,6 +1056,12 @@ static void pm_up(struct fixture *f)
 {
 	assert_int_equal(acpi_pm_init(&f->pm, &f->io, &f->lc), 0);
 	f->pm_up = true;
+	/* What pci_bus_init does with its cf9 handler. */
+	assert_int_equal(ioreg_register(&f->io, IO_SPACE_PIO,
+					PORT_RESET_CONTROL, 1,
+					acpi_pm_reset_control_io, &f->pm,
+					"test-cf9"),
+			 0);
 }
 
 static void test_acpi_pm_s5_poweroff(void **state)
@@ -1127,6 +1136,58 @@ static void test_acpi_pm_reset_control(void **state)
 	assert_int_equal(f->stop.n, 2);
 	outb(f, PORT_RESET_CONTROL, 0x04);
 	assert_int_equal(f->stop.n, 3);
+}
+
+/* acpi_pm leaves 0xCF9 (and the rest of 0xCF8-0xCFF) to the PCI bus. */
+static void test_acpi_pm_does_not_claim_cf9(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t d[4] = {0x06, 0, 0, 0};
+
+	assert_int_equal(acpi_pm_init(&f->pm, &f->io, &f->lc), 0);
+	f->pm_up = true;
+	for (uint16_t port = 0xcf8; port < 0xd00; port++)
+		assert_false(ioreg_dispatch(&f->io, IO_SPACE_PIO, port, d, 1,
+					    true, 0));
+	assert_int_equal(f->stop.n, 0);
+	/* So the bus can take the whole range. */
+	assert_int_equal(ioreg_register(&f->io, IO_SPACE_PIO, 0xcf8, 8,
+					acpi_pm_reset_control_io, &f->pm,
+					"test-pci"),
+			 0);
+}
+
+/* The handler itself: only a byte at offset 0 is the register. */
+static void test_acpi_pm_reset_handler_direct(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t d[8];
+
+	assert_int_equal(acpi_pm_init(&f->pm, &f->io, &f->lc), 0);
+	f->pm_up = true;
+	for (uint32_t len = 1; len <= 8; len *= 2) {
+		for (uint64_t off = 0; off < 8; off++) {
+			if (off == 0 && len == 1)
+				continue;
+			memset(d, 0x0e, sizeof(d));
+			acpi_pm_reset_control_io(&f->pm, off, d, len, true, 0);
+			memset(d, 0, sizeof(d));
+			acpi_pm_reset_control_io(&f->pm, off, d, len, false, 0);
+			for (uint32_t i = 0; i < len; i++)
+				assert_int_equal(d[i], 0xff);
+		}
+	}
+	assert_int_equal(f->stop.n, 0);
+	d[0] = 0x0a; /* FULL_RST | SYS_RST: kept, no reset */
+	acpi_pm_reset_control_io(&f->pm, 0, d, 1, true, -1);
+	d[0] = 0;
+	acpi_pm_reset_control_io(&f->pm, 0, d, 1, false, -1);
+	assert_int_equal(d[0], 0x0a);
+	assert_int_equal(f->stop.n, 0);
+	d[0] = 0x0e;
+	acpi_pm_reset_control_io(&f->pm, 0, d, 1, true, 0);
+	assert_int_equal(f->stop.n, 1);
+	assert_int_equal(f->stop.reason, VM_STOP_RESET);
 }
 
 static void test_acpi_pm_odd_accesses(void **state)
@@ -1212,6 +1273,8 @@ int main(void)
 		T(test_acpi_pm_event_block),
 		T(test_acpi_pm_reset_control),
 		T(test_acpi_pm_odd_accesses),
+		T(test_acpi_pm_does_not_claim_cf9),
+		T(test_acpi_pm_reset_handler_direct),
 		T(test_acpi_tables_match_pm_device),
 	};
 #undef T

@@ -2,7 +2,8 @@
  * tests/unit/test_memmap.c - memmap_build() over RAM layouts from tiny to
  * 8 GiB: sorted, non-overlapping, RAM only where guest RAM is, the RAM
  * total equal to the RAM size minus the 0x60400 bytes reserved or left out
- * in [0x9FC00, 0x100000), and the reserved areas present.
+ * in [0x9FC00, 0x100000), and the reserved areas (low holes, PCI ECAM,
+ * IOAPIC, LAPIC, KVM pages) present.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,7 @@
 #include "core/guest_mem.h"
 #include "machine/layout.h"
 #include "machine/memmap.h"
+#include "machine/pci.h"
 
 #define MiB (1ULL << 20)
 #define GiB (1ULL << 30)
@@ -99,6 +101,7 @@ static void check_pc(uint64_t ram)
 	if (low > LAYOUT_HIMEM)
 		assert_true(has(&b, LAYOUT_HIMEM, low - LAYOUT_HIMEM,
 				MEMMAP_RAM));
+	assert_true(has(&b, PCI_ECAM_BASE, PCI_ECAM_SIZE, MEMMAP_RESERVED));
 	assert_true(has(&b, LAYOUT_IOAPIC_ADDR, 0x1000, MEMMAP_RESERVED));
 	assert_true(has(&b, LAYOUT_LAPIC_ADDR, 0x1000, MEMMAP_RESERVED));
 	assert_true(has(&b, LAYOUT_KVM_IDENT_MAP, 0x4000, MEMMAP_RESERVED));
@@ -106,6 +109,31 @@ static void check_pc(uint64_t ram)
 		assert_true(has(&b, 4 * GiB, ram - 3 * GiB, MEMMAP_RAM));
 	else
 		assert_true(b.e[b.n - 1].addr < 4 * GiB);
+}
+
+/* The ECAM window is reserved whatever the RAM size, and never RAM. */
+static void test_ecam_reserved(void **state)
+{
+	static const uint64_t sizes[] = { 0x1000, 0xA0000, 16 * MiB,
+					  3 * GiB, 8 * GiB };
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		struct built b;
+
+		build(&b, sizes[i]);
+		assert_true(has(&b, PCI_ECAM_BASE, PCI_ECAM_SIZE,
+				MEMMAP_RESERVED));
+		for (int j = 0; j < b.n; j++)
+			if (b.e[j].type == MEMMAP_RAM)
+				assert_true(b.e[j].addr + b.e[j].size <=
+						    PCI_ECAM_BASE ||
+					    b.e[j].addr >= PCI_ECAM_BASE +
+								   PCI_ECAM_SIZE);
+	}
+	/* ... and clear of the BAR window the bus allocates from. */
+	assert_true(PCI_MMIO_END <= PCI_ECAM_BASE ||
+		    PCI_MMIO_BASE >= PCI_ECAM_BASE + PCI_ECAM_SIZE);
 }
 
 static void test_16m(void **state)
@@ -215,6 +243,7 @@ int main(void)
 		cmocka_unit_test(test_exactly_1m_and_a_page),
 		cmocka_unit_test(test_tiny),
 		cmocka_unit_test(test_sweep_low),
+		cmocka_unit_test(test_ecam_reserved),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
