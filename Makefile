@@ -20,8 +20,9 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 SAN_UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan/tests/%)
 
 GUEST := $(BUILD)/guest/testguest.elf
+TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/*.c))
 
-.PHONY: all deps deps-test guest test unit demo bench clean format
+.PHONY: all deps deps-test guest test unit tools demo bench clean format
 # Keep object files (no "rm ..." after the test summary line).
 .SECONDARY:
 
@@ -68,13 +69,19 @@ guest:
 
 unit: $(UNIT_BIN) $(SAN_UNIT_BIN)
 
-test: deps-test all $(BUILD)/asan/dvmm unit
+$(BUILD)/tools/%: tests/tools/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $<
+
+tools: $(TOOLS)
+
+test: deps-test all $(BUILD)/asan/dvmm unit tools
 	@tests/run_all.sh
 
 demo: deps all
 	@scripts/demo.sh
 
-bench: deps-test all
+bench: deps-test all tools
 	@bench/run.sh
 
 format:

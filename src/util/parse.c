@@ -69,3 +69,30 @@ int parse_int_range(const char *s, long min, long max, long *out)
 	*out = v;
 	return 0;
 }
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = (char)tolower((unsigned char)c);
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+int parse_mac(const char *s, uint8_t mac[6])
+{
+	uint8_t out[6];
+
+	if (!s || strlen(s) != 17)
+		return -EINVAL;
+	for (int i = 0; i < 6; i++) {
+		int hi = hex_digit(s[i * 3]), lo = hex_digit(s[i * 3 + 1]);
+
+		if (hi < 0 || lo < 0 || (i < 5 && s[i * 3 + 2] != ':'))
+			return -EINVAL;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	memcpy(mac, out, 6);
+	return 0;
+}

@@ -13,4 +13,7 @@ int parse_size(const char *s, uint64_t *out);
 /* Parse a decimal integer in [min, max]; -EINVAL or -ERANGE otherwise. */
 int parse_int_range(const char *s, long min, long max, long *out);
 
+/* Parse "xx:xx:xx:xx:xx:xx" (hex); -EINVAL otherwise. */
+int parse_mac(const char *s, uint8_t mac[6]);
+
 #endif

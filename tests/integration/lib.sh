@@ -7,12 +7,31 @@ DVMM=${DVMM:-$ROOT/build/dvmm}
 GUEST=${GUEST:-$ROOT/build/guest/testguest.elf}
 TMP=$(mktemp -d /tmp/dvmm-it.XXXXXX)
 BG_PIDS=""
+NETNS_LIST=""
+. "$ROOT/scripts/netns.sh"
 
-cleanup() {
+# make_netns TAG : a namespace with tap0 at 10.0.2.1/24; sets NS.
+make_netns() {
+	NS=dvmm-it-$$-$1
+	netns_create "$NS" tap0 || fail "cannot create network namespace $NS" ||
+		return 1
+	NETNS_LIST="$NETNS_LIST $NS"
+}
+
+# What one test started: its background processes and namespaces.
+cleanup_test() {
 	for p in $BG_PIDS; do
 		kill -KILL "$p" 2>/dev/null || true
 	done
 	wait 2>/dev/null || true
+	for n in $NETNS_LIST; do
+		netns_delete "$n"
+	done
+	BG_PIDS="" NETNS_LIST=""
+}
+
+cleanup() {
+	cleanup_test
 	rm -rf "$TMP"
 }
 trap cleanup EXIT INT TERM

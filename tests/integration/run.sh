@@ -183,7 +183,8 @@ TESTS=${*:-$(declare -F | awk '{print $3}' | grep '^t_')}
 st=0
 for t in $TESTS; do
 	start=$(date +%s.%N)
-	if ($t); then
+	# Each test runs in a subshell that cleans up after itself.
+	if (trap cleanup_test EXIT; $t); then
 		r=ok
 	else
 		r=FAIL

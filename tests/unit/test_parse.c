@@ -60,12 +60,28 @@ static void test_int_range(void **state)
 	assert_int_equal(parse_int_range("x", 1, 64, &v), -EINVAL);
 }
 
+static void test_mac(void **state)
+{
+	uint8_t mac[6] = { 0 };
+	static const uint8_t want[6] = { 0x52, 0x54, 0x00, 0xab, 0xcd, 0xef };
+
+	(void)state;
+	assert_int_equal(parse_mac("52:54:00:AB:cd:ef", mac), 0);
+	assert_memory_equal(mac, want, 6);
+	assert_int_equal(parse_mac("52:54:00:ab:cd", mac), -EINVAL);
+	assert_int_equal(parse_mac("52:54:00:ab:cd:eg", mac), -EINVAL);
+	assert_int_equal(parse_mac("52-54-00-ab-cd-ef", mac), -EINVAL);
+	assert_int_equal(parse_mac("52:54:00:ab:cd:ef:", mac), -EINVAL);
+	assert_int_equal(parse_mac(NULL, mac), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sizes_with_units),
 		cmocka_unit_test(test_sizes_rejected),
 		cmocka_unit_test(test_int_range),
+		cmocka_unit_test(test_mac),
 	};
 
 	return cmocka_run_group_tests_name("parse", tests, NULL, NULL);
