@@ -1,7 +1,7 @@
 /*
  * machine/acpi.h - builds the ACPI tables (RSDP, XSDT, FADT, DSDT, MADT and
- * optionally MCFG) that describe the machine to the guest. Pure: writes into a buffer that
- * the caller copies to guest physical @base.
+ * optionally MCFG) that describe the machine to the guest. Pure: writes
+ * into a buffer that the caller copies to guest physical @base.
  */
 #ifndef DVMM_MACHINE_ACPI_H
 #define DVMM_MACHINE_ACPI_H

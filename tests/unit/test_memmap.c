@@ -19,6 +19,7 @@
 #define MiB (1ULL << 20)
 #define GiB (1ULL << 30)
 #define LOW_HOLES (LAYOUT_HIMEM - LAYOUT_EBDA_START) /* 0x60400 */
+#define PCI_ECAM_END (PCI_ECAM_BASE + PCI_ECAM_SIZE)
 
 struct built {
 	struct guest_mem m;
@@ -124,16 +125,18 @@ static void test_ecam_reserved(void **state)
 		build(&b, sizes[i]);
 		assert_true(has(&b, PCI_ECAM_BASE, PCI_ECAM_SIZE,
 				MEMMAP_RESERVED));
-		for (int j = 0; j < b.n; j++)
-			if (b.e[j].type == MEMMAP_RAM)
-				assert_true(b.e[j].addr + b.e[j].size <=
-						    PCI_ECAM_BASE ||
-					    b.e[j].addr >= PCI_ECAM_BASE +
-								   PCI_ECAM_SIZE);
+		for (int j = 0; j < b.n; j++) {
+			const struct memmap_entry *x = &b.e[j];
+
+			if (x->type != MEMMAP_RAM)
+				continue;
+			assert_true(x->addr + x->size <= PCI_ECAM_BASE ||
+				    x->addr >= PCI_ECAM_END);
+		}
 	}
 	/* ... and clear of the BAR window the bus allocates from. */
 	assert_true(PCI_MMIO_END <= PCI_ECAM_BASE ||
-		    PCI_MMIO_BASE >= PCI_ECAM_BASE + PCI_ECAM_SIZE);
+		    PCI_MMIO_BASE >= PCI_ECAM_END);
 }
 
 static void test_16m(void **state)
