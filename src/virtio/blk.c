@@ -1,0 +1,957 @@
+/*
+ * virtio/blk.c - virtio-blk (virtio 1.2, 5.2) on a raw image file or block
+ * device, one request queue. The transport thread that serves a kick only
+ * pops chains, checks them and queues preadv/pwritev/fdatasync/fallocate
+ * SQEs on an io_uring; a completion thread reaps the CQEs, writes the status
+ * byte, pushes the used entries and interrupts the driver. At most
+ * BLK_MAX_INFLIGHT requests are in flight; when all slots are busy popping
+ * stops and the completion thread resumes it as slots free up.
+ *
+ * Locking: b->lock covers the request slots, the io_uring submission side
+ * and the run state; a virtqueue lock is only ever taken inside it, around
+ * vq_pop/vq_push. vd->lock is never taken under b->lock (the transport may
+ * call activate/reset holding it): NEEDS_RESET is reported, and
+ * virtio_queue_done called, after b->lock is dropped. Pops and pushes
+ * happen under b->lock with b->running checked, so once reset has cleared
+ * running and joined the completion thread (which first waits for all
+ * in-flight I/O), the device no longer touches the queue or guest memory.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <liburing.h>
+
+#include "util/log.h"
+#include "virtio/devices.h"
+
+/* Feature bits (5.2.3). */
+#define VIRTIO_BLK_F_SEG_MAX 2
+#define VIRTIO_BLK_F_RO 5
+#define VIRTIO_BLK_F_BLK_SIZE 6
+#define VIRTIO_BLK_F_FLUSH 9
+#define VIRTIO_BLK_F_DISCARD 13
+
+/* Request types and status values (5.2.6). */
+#define VIRTIO_BLK_T_IN 0
+#define VIRTIO_BLK_T_OUT 1
+#define VIRTIO_BLK_T_FLUSH 4
+#define VIRTIO_BLK_T_GET_ID 8
+#define VIRTIO_BLK_T_DISCARD 11
+
+#define VIRTIO_BLK_S_OK 0
+#define VIRTIO_BLK_S_IOERR 1
+#define VIRTIO_BLK_S_UNSUPP 2
+
+#define BLK_SECTOR_SHIFT 9
+#define BLK_SECTOR_SIZE 512
+#define BLK_ID_BYTES 20
+#define BLK_QUEUE_SIZE 256
+#define BLK_MAX_INFLIGHT 128
+#define BLK_RING_ENTRIES 256
+/* Header and status byte take one segment each. */
+#define BLK_SEG_MAX (VQ_MAX_SEGS - 2)
+#define BLK_MAX_DISCARD_SECTORS (1u << 22) /* 2 GiB per segment */
+#define BLK_MAX_DISCARD_SEG 1
+/* The used length is 32 bits: cap one request's data below 4 GiB. */
+#define BLK_MAX_DATA (UINT32_MAX - BLK_SECTOR_SIZE + 1)
+#define BLK_TAG_WAKE UINT64_MAX
+
+/* Device configuration layout (5.2.4), little-endian. */
+struct virtio_blk_config {
+	uint64_t capacity;
+	uint32_t size_max;
+	uint32_t seg_max;
+	struct {
+		uint16_t cylinders;
+		uint8_t heads;
+		uint8_t sectors;
+	} geometry;
+	uint32_t blk_size;
+	struct {
+		uint8_t physical_block_exp;
+		uint8_t alignment_offset;
+		uint16_t min_io_size;
+		uint32_t opt_io_size;
+	} topology;
+	uint8_t writeback;
+	uint8_t unused0;
+	uint16_t num_queues;
+	uint32_t max_discard_sectors;
+	uint32_t max_discard_seg;
+	uint32_t discard_sector_alignment;
+	uint32_t max_write_zeroes_sectors;
+	uint32_t max_write_zeroes_seg;
+	uint8_t write_zeroes_may_unmap;
+	uint8_t unused1[3];
+	uint32_t max_secure_erase_sectors;
+	uint32_t max_secure_erase_seg;
+	uint32_t secure_erase_sector_alignment;
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct virtio_blk_config) == 72,
+	       "virtio_blk_config layout");
+
+struct virtio_blk_req_hdr {
+	uint32_t type;
+	uint32_t reserved;
+	uint64_t sector;
+} __attribute__((packed));
+
+struct virtio_blk_discard {
+	uint64_t sector;
+	uint32_t num_sectors;
+	uint32_t flags;
+} __attribute__((packed));
+
+/* One request in flight: exactly one SQE outstanding at a time. */
+struct blk_req {
+	uint16_t head;
+	uint32_t type;
+	uint8_t *status; /* host address of the status byte */
+	uint64_t offset; /* file offset of the next byte to move */
+	uint64_t data_len;
+	uint64_t data_done;
+	unsigned int niov;
+	unsigned int iov_first; /* first segment not fully moved */
+	struct iovec iov[VQ_MAX_SEGS];
+};
+
+struct virtio_blk {
+	struct virtio_device vd;
+	char name[40]; /* "virtio-blk:" + image file name */
+	int fd;
+	bool readonly;
+	bool can_discard;	/* PUNCH_HOLE works on this image */
+	uint64_t capacity;	/* 512-byte sectors */
+	uint32_t discard_align; /* sectors */
+	char id[BLK_ID_BYTES];
+	struct io_uring ring;
+
+	pthread_mutex_t lock; /* all below; taken before any vq->lock */
+	bool running;	      /* between activate and reset */
+	bool stopping;	      /* completion thread: drain, then exit */
+	bool starved;	      /* popping stopped: no free slot */
+	bool writethrough;    /* FLUSH not negotiated: RWF_DSYNC writes */
+	bool discard;	      /* DISCARD negotiated */
+	bool submit_pending;  /* SQEs prepared, not yet submitted */
+	bool broken;	      /* we asked for NEEDS_RESET: serve nothing */
+	bool report_broken;   /* ... and still have to tell the core */
+	char broken_why[160];
+	pthread_t thread;
+	bool thread_started;
+	unsigned int inflight;
+	unsigned int nfree;
+	uint16_t free_slot[BLK_MAX_INFLIGHT];
+	struct blk_req *req;   /* BLK_MAX_INFLIGHT slots */
+	struct vq_chain chain; /* vq_pop scratch */
+	struct virtio_blk_stats stats;
+};
+
+static struct virtio_blk *to_blk(struct virtio_device *vd)
+{
+	return vd->priv;
+}
+
+/* With b->lock held: stop serving; blk_unlock tells the core. */
+static void blk_broken(struct virtio_blk *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void blk_broken(struct virtio_blk *b, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (b->broken)
+		return;
+	b->broken = true;
+	b->report_broken = true;
+	va_start(ap, fmt);
+	vsnprintf(b->broken_why, sizeof(b->broken_why), fmt, ap);
+	va_end(ap);
+}
+
+/* Drop b->lock, then do what must not happen under it. */
+static void blk_unlock(struct virtio_blk *b, bool notify)
+{
+	char why[sizeof(b->broken_why)];
+	bool report = b->report_broken;
+
+	if (report) {
+		memcpy(why, b->broken_why, sizeof(why));
+		b->report_broken = false;
+	}
+	pthread_mutex_unlock(&b->lock);
+	if (report)
+		virtio_set_needs_reset(&b->vd, "%s", why);
+	if (notify)
+		virtio_queue_done(&b->vd, 0);
+}
+
+/*
+ * Copy the part [skip, skip+len) of the segments @src[0..n) into @dst,
+ * leaving out empty segments. Returns the number of segments written.
+ */
+static unsigned int iov_slice(const struct iovec *src, unsigned int n,
+			      uint64_t skip, uint64_t len, struct iovec *dst)
+{
+	unsigned int out = 0;
+
+	for (unsigned int i = 0; i < n && len; i++) {
+		uint64_t seg = src[i].iov_len;
+
+		if (skip >= seg) {
+			skip -= seg;
+			continue;
+		}
+		seg -= skip;
+		if (seg > len)
+			seg = len;
+		dst[out].iov_base = (uint8_t *)src[i].iov_base + skip;
+		dst[out].iov_len = seg;
+		out++;
+		len -= seg;
+		skip = 0;
+	}
+	return out;
+}
+
+/* FNV-1a: a short, stable id derived from the image path. */
+static void blk_make_id(struct virtio_blk *b, const char *path)
+{
+	char *real = realpath(path, NULL);
+	const char *p = real ? real : path;
+	uint64_t h = 0xcbf29ce484222325ULL;
+	static const char hex[] = "0123456789abcdef";
+
+	for (; *p; p++) {
+		h ^= (uint8_t)*p;
+		h *= 0x100000001b3ULL;
+	}
+	free(real);
+	memcpy(b->id, "dvmm-", 5);
+	for (int i = 5; i < BLK_ID_BYTES; i++) {
+		b->id[i] = hex[h & 0xf];
+		h >>= 4;
+	}
+}
+
+static void blk_push(struct virtio_blk *b, uint16_t head, uint32_t len)
+{
+	struct virtqueue *vq = &b->vd.vq[0];
+
+	pthread_mutex_lock(&vq->lock);
+	vq_push(vq, head, len);
+	pthread_mutex_unlock(&vq->lock);
+}
+
+/* Finish a request that needs no I/O: status byte, used entry. */
+static void blk_finish_now(struct virtio_blk *b, const struct vq_chain *c,
+			   uint8_t *status, uint8_t st, uint32_t used_len)
+{
+	*status = st;
+	if (st != VIRTIO_BLK_S_OK)
+		b->stats.errors++;
+	blk_push(b, c->head, used_len);
+}
+
+static struct io_uring_sqe *blk_get_sqe(struct virtio_blk *b)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
+
+	if (!sqe) {
+		/* The SQ is sized above the slot count; this is belt and
+		 * braces. */
+		io_uring_submit(&b->ring);
+		sqe = io_uring_get_sqe(&b->ring);
+	}
+	return sqe;
+}
+
+/* Queue the (remaining) transfer of a read or write slot. */
+static bool blk_queue_rw(struct virtio_blk *b, unsigned int slot)
+{
+	struct blk_req *r = &b->req[slot];
+	struct io_uring_sqe *sqe = blk_get_sqe(b);
+	const struct iovec *iov = &r->iov[r->iov_first];
+	unsigned int n = r->niov - r->iov_first;
+
+	if (!sqe)
+		return false;
+	if (r->type == VIRTIO_BLK_T_IN)
+		io_uring_prep_readv(sqe, b->fd, iov, n, r->offset);
+	else
+		io_uring_prep_writev2(sqe, b->fd, iov, n, r->offset,
+				      b->writethrough ? RWF_DSYNC : 0);
+	io_uring_sqe_set_data64(sqe, slot);
+	b->submit_pending = true;
+	return true;
+}
+
+static unsigned int blk_take_slot(struct virtio_blk *b)
+{
+	unsigned int slot = b->free_slot[--b->nfree];
+
+	b->inflight++;
+	return slot;
+}
+
+static void blk_put_slot(struct virtio_blk *b, unsigned int slot)
+{
+	b->free_slot[b->nfree++] = slot;
+	b->inflight--;
+}
+
+static bool blk_range_ok(const struct virtio_blk *b, uint64_t sector,
+			 uint64_t nsect)
+{
+	return sector <= b->capacity && nsect <= b->capacity - sector;
+}
+
+/*
+ * Check a discard request: one segment, no flags, inside the disk. Returns
+ * the status to finish with now, or -1 to punch the hole [*off, *off+*len).
+ */
+static int blk_check_discard(const struct virtio_blk *b,
+			     const struct vq_chain *c, uint64_t *off,
+			     uint64_t *len)
+{
+	struct virtio_blk_discard d;
+	uint64_t bytes = c->out_bytes - sizeof(struct virtio_blk_req_hdr);
+	uint64_t sector;
+	uint32_t nsect;
+
+	if (!b->discard)
+		return VIRTIO_BLK_S_UNSUPP;
+	if (bytes == 0 || bytes % sizeof(d) ||
+	    bytes / sizeof(d) > BLK_MAX_DISCARD_SEG)
+		return VIRTIO_BLK_S_IOERR;
+	vq_chain_read(c, sizeof(struct virtio_blk_req_hdr), &d, sizeof(d));
+	sector = le64toh(d.sector);
+	nsect = le32toh(d.num_sectors);
+	if (le32toh(d.flags))
+		return VIRTIO_BLK_S_UNSUPP; /* unmap or unknown flags */
+	if (nsect > BLK_MAX_DISCARD_SECTORS || !blk_range_ok(b, sector, nsect))
+		return VIRTIO_BLK_S_IOERR;
+	if (nsect == 0)
+		return VIRTIO_BLK_S_OK;
+	*off = sector << BLK_SECTOR_SHIFT;
+	*len = (uint64_t)nsect << BLK_SECTOR_SHIFT;
+	return -1;
+}
+
+/* Take a slot for a request that goes out as the single SQE @sqe. */
+static void blk_queue_simple(struct virtio_blk *b, const struct vq_chain *c,
+			     uint32_t type, uint8_t *status,
+			     struct io_uring_sqe *sqe)
+{
+	unsigned int slot = blk_take_slot(b);
+	struct blk_req *r = &b->req[slot];
+
+	r->head = c->head;
+	r->type = type;
+	r->status = status;
+	io_uring_sqe_set_data64(sqe, slot);
+	b->submit_pending = true;
+}
+
+/*
+ * Start one popped request. Returns false if the chain is impossible (the
+ * device is then in NEEDS_RESET), true otherwise; *pushed is set when it
+ * completed at once.
+ */
+static bool blk_start(struct virtio_blk *b, const struct vq_chain *c,
+		      bool *pushed)
+{
+	struct virtio_blk_req_hdr hdr;
+	const struct iovec *w = &c->iov[c->n_out];
+	uint8_t *status = NULL;
+	uint64_t data_len, sector;
+	unsigned int slot;
+	struct io_uring_sqe *sqe;
+	struct blk_req *r;
+	int st;
+
+	for (unsigned int i = c->n_in; i-- > 0;) {
+		if (w[i].iov_len) {
+			status = (uint8_t *)w[i].iov_base + w[i].iov_len - 1;
+			break;
+		}
+	}
+	if (!status) {
+		blk_broken(b, "request %u has no writable status byte",
+			   c->head);
+		return false;
+	}
+	*pushed = true;
+	if (c->out_bytes < sizeof(hdr)) {
+		blk_finish_now(b, c, status, VIRTIO_BLK_S_IOERR, 1);
+		return true;
+	}
+	vq_chain_read(c, 0, &hdr, sizeof(hdr));
+	hdr.type = le32toh(hdr.type);
+	sector = le64toh(hdr.sector);
+
+	switch (hdr.type) {
+	case VIRTIO_BLK_T_IN:
+	case VIRTIO_BLK_T_OUT:
+		if (hdr.type == VIRTIO_BLK_T_IN)
+			data_len = c->in_bytes - 1;
+		else
+			data_len = c->out_bytes - sizeof(hdr);
+		if (hdr.type == VIRTIO_BLK_T_OUT && b->readonly) {
+			blk_finish_now(b, c, status, VIRTIO_BLK_S_IOERR, 1);
+			return true;
+		}
+		if (data_len % BLK_SECTOR_SIZE || data_len > BLK_MAX_DATA ||
+		    !blk_range_ok(b, sector, data_len >> BLK_SECTOR_SHIFT)) {
+			blk_finish_now(b, c, status, VIRTIO_BLK_S_IOERR, 1);
+			return true;
+		}
+		if (data_len == 0) {
+			blk_finish_now(b, c, status, VIRTIO_BLK_S_OK, 1);
+			return true;
+		}
+		slot = blk_take_slot(b);
+		r = &b->req[slot];
+		r->head = c->head;
+		r->type = hdr.type;
+		r->status = status;
+		r->offset = sector << BLK_SECTOR_SHIFT;
+		r->data_len = data_len;
+		r->data_done = 0;
+		r->iov_first = 0;
+		if (hdr.type == VIRTIO_BLK_T_IN)
+			r->niov = iov_slice(w, c->n_in, 0, data_len, r->iov);
+		else
+			r->niov = iov_slice(c->iov, c->n_out, sizeof(hdr),
+					    data_len, r->iov);
+		if (!blk_queue_rw(b, slot)) {
+			blk_put_slot(b, slot);
+			blk_finish_now(b, c, status, VIRTIO_BLK_S_IOERR, 1);
+			return true;
+		}
+		*pushed = false;
+		return true;
+
+	case VIRTIO_BLK_T_FLUSH:
+		sqe = blk_get_sqe(b);
+		if (!sqe) {
+			blk_finish_now(b, c, status, VIRTIO_BLK_S_IOERR, 1);
+			return true;
+		}
+		io_uring_prep_fsync(sqe, b->fd, IORING_FSYNC_DATASYNC);
+		blk_queue_simple(b, c, hdr.type, status, sqe);
+		*pushed = false;
+		return true;
+
+	case VIRTIO_BLK_T_GET_ID: {
+		size_t n = c->in_bytes - 1;
+
+		if (n > BLK_ID_BYTES)
+			n = BLK_ID_BYTES;
+		n = vq_chain_write(c, 0, b->id, n);
+		blk_finish_now(b, c, status, VIRTIO_BLK_S_OK, n + 1);
+		return true;
+	}
+
+	case VIRTIO_BLK_T_DISCARD: {
+		uint64_t off = 0, len = 0;
+
+		st = blk_check_discard(b, c, &off, &len);
+		if (st < 0) {
+			sqe = blk_get_sqe(b);
+			if (!sqe)
+				st = VIRTIO_BLK_S_IOERR;
+		}
+		if (st >= 0) {
+			blk_finish_now(b, c, status, st, 1);
+			return true;
+		}
+		io_uring_prep_fallocate(
+			sqe, b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			off, len);
+		blk_queue_simple(b, c, hdr.type, status, sqe);
+		*pushed = false;
+		return true;
+	}
+
+	default:
+		blk_finish_now(b, c, status, VIRTIO_BLK_S_UNSUPP, 1);
+		return true;
+	}
+}
+
+static void blk_submit(struct virtio_blk *b)
+{
+	int rc;
+
+	if (!b->submit_pending)
+		return;
+	b->submit_pending = false;
+	do {
+		rc = io_uring_submit(&b->ring);
+	} while (rc == -EINTR || rc == -EAGAIN || rc == -EBUSY);
+	if (rc < 0)
+		pr_err("%s: io_uring_submit: %s", b->vd.name, strerror(-rc));
+}
+
+/*
+ * Pop and start requests until the ring is empty or every slot is busy.
+ * Called with b->lock held. Returns true if used entries were pushed.
+ */
+static bool blk_process(struct virtio_blk *b)
+{
+	struct virtqueue *vq = &b->vd.vq[0];
+	bool any_pushed = false;
+
+	while (b->running && !b->stopping && !b->broken) {
+		bool pushed = false;
+		int r;
+
+		if (!b->nfree) {
+			b->starved = true;
+			break;
+		}
+		pthread_mutex_lock(&vq->lock);
+		r = vq_pop(vq, &b->chain);
+		if (r < 0)
+			blk_broken(b, "%.*s", (int)sizeof(vq->error),
+				   vq->error);
+		pthread_mutex_unlock(&vq->lock);
+		if (r < 0)
+			break;
+		if (r == 0)
+			break;
+		if (!blk_start(b, &b->chain, &pushed))
+			break;
+		any_pushed |= pushed;
+	}
+	blk_submit(b);
+	return any_pushed;
+}
+
+/* Account for @res bytes moved; true when the transfer is complete. */
+static bool blk_advance(struct blk_req *r, uint64_t res)
+{
+	r->data_done += res;
+	r->offset += res;
+	while (res && r->iov_first < r->niov) {
+		struct iovec *v = &r->iov[r->iov_first];
+
+		if (res < v->iov_len) {
+			v->iov_base = (uint8_t *)v->iov_base + res;
+			v->iov_len -= res;
+			res = 0;
+		} else {
+			res -= v->iov_len;
+			r->iov_first++;
+		}
+	}
+	return r->data_done >= r->data_len;
+}
+
+/* One CQE for slot @slot, with b->lock held. True if a used entry went out. */
+static bool blk_complete(struct virtio_blk *b, unsigned int slot, int res)
+{
+	struct blk_req *r = &b->req[slot];
+	uint8_t st = VIRTIO_BLK_S_OK;
+	uint32_t used_len = 1;
+
+	switch (r->type) {
+	case VIRTIO_BLK_T_IN:
+	case VIRTIO_BLK_T_OUT:
+		if ((res == -EINTR || res == -EAGAIN) && !b->stopping) {
+			if (blk_queue_rw(b, slot))
+				return false;
+			st = VIRTIO_BLK_S_IOERR;
+		} else if (res < 0) {
+			st = VIRTIO_BLK_S_IOERR;
+		} else if (res == 0) {
+			/* End of file: the image shrank under us. */
+			st = VIRTIO_BLK_S_IOERR;
+		} else if (!blk_advance(r, res)) {
+			if (!b->stopping && blk_queue_rw(b, slot))
+				return false;
+			st = VIRTIO_BLK_S_IOERR;
+		}
+		if (r->type == VIRTIO_BLK_T_IN) {
+			used_len = r->data_done + 1;
+			b->stats.reads++;
+			b->stats.read_bytes += r->data_done;
+		} else {
+			b->stats.writes++;
+			b->stats.write_bytes += r->data_done;
+		}
+		break;
+	case VIRTIO_BLK_T_FLUSH:
+		b->stats.flushes++;
+		if (res < 0)
+			st = VIRTIO_BLK_S_IOERR;
+		break;
+	case VIRTIO_BLK_T_DISCARD:
+		b->stats.discards++;
+		if (res < 0)
+			st = VIRTIO_BLK_S_IOERR;
+		break;
+	}
+	if (st != VIRTIO_BLK_S_OK) {
+		b->stats.errors++;
+		pr_debug("%s: request type %u failed: %s", b->vd.name, r->type,
+			 res < 0 ? strerror(-res) : "short transfer");
+	}
+	blk_put_slot(b, slot);
+	if (b->stopping)
+		return false; /* reset: the driver no longer wants it */
+	*r->status = st;
+	blk_push(b, r->head, used_len);
+	return true;
+}
+
+static void *blk_io_thread(void *arg)
+{
+	struct virtio_blk *b = arg;
+
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		bool pushed = false, done;
+		int rc = io_uring_wait_cqe(&b->ring, &cqe);
+
+		if (rc == -EINTR || rc == -EAGAIN)
+			continue;
+		if (rc < 0) {
+			pr_err("%s: io_uring_wait_cqe: %s", b->vd.name,
+			       strerror(-rc));
+			break;
+		}
+		pthread_mutex_lock(&b->lock);
+		/* Everything that has completed, in one batch. */
+		while (io_uring_peek_cqe(&b->ring, &cqe) == 0) {
+			uint64_t tag = io_uring_cqe_get_data64(cqe);
+			int res = cqe->res;
+
+			io_uring_cqe_seen(&b->ring, cqe);
+			if (tag < BLK_MAX_INFLIGHT)
+				pushed |= blk_complete(b, tag, res);
+		}
+		if (b->starved && b->nfree) {
+			b->starved = false;
+			pushed |= blk_process(b);
+		}
+		blk_submit(b);
+		done = b->stopping && b->inflight == 0;
+		blk_unlock(b, pushed && b->running);
+		if (done)
+			break;
+	}
+	return NULL;
+}
+
+/* Stop serving: wait for every request in flight, join the thread. */
+static void blk_stop(struct virtio_blk *b)
+{
+	struct io_uring_sqe *sqe;
+	bool join;
+
+	pthread_mutex_lock(&b->lock);
+	b->running = false;
+	join = b->thread_started;
+	if (join) {
+		b->stopping = true;
+		sqe = blk_get_sqe(b);
+		if (sqe) {
+			io_uring_prep_nop(sqe);
+			io_uring_sqe_set_data64(sqe, BLK_TAG_WAKE);
+			b->submit_pending = true;
+		}
+		blk_submit(b);
+	}
+	pthread_mutex_unlock(&b->lock);
+
+	if (join)
+		pthread_join(b->thread, NULL);
+
+	pthread_mutex_lock(&b->lock);
+	b->thread_started = false;
+	b->stopping = false;
+	b->starved = false;
+	b->broken = false;
+	b->report_broken = false;
+	pthread_mutex_unlock(&b->lock);
+}
+
+static uint64_t blk_features(struct virtio_device *vd)
+{
+	struct virtio_blk *b = to_blk(vd);
+	uint64_t f = (1ULL << VIRTIO_BLK_F_SEG_MAX) |
+		     (1ULL << VIRTIO_BLK_F_BLK_SIZE) |
+		     (1ULL << VIRTIO_BLK_F_FLUSH);
+
+	if (b->readonly)
+		f |= 1ULL << VIRTIO_BLK_F_RO;
+	if (b->can_discard)
+		f |= 1ULL << VIRTIO_BLK_F_DISCARD;
+	return f;
+}
+
+static void blk_config_read(struct virtio_device *vd, uint32_t off, void *buf,
+			    uint32_t len)
+{
+	struct virtio_blk *b = to_blk(vd);
+	struct virtio_blk_config cfg;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.capacity = htole64(b->capacity);
+	cfg.seg_max = htole32(BLK_SEG_MAX);
+	cfg.blk_size = htole32(BLK_SECTOR_SIZE);
+	cfg.num_queues = htole16(1);
+	if (b->can_discard) {
+		cfg.max_discard_sectors = htole32(BLK_MAX_DISCARD_SECTORS);
+		cfg.max_discard_seg = htole32(BLK_MAX_DISCARD_SEG);
+		cfg.discard_sector_alignment = htole32(b->discard_align);
+	}
+	memset(buf, 0, len);
+	if (off < sizeof(cfg))
+		memcpy(buf, (uint8_t *)&cfg + off,
+		       len < sizeof(cfg) - off ? len : sizeof(cfg) - off);
+}
+
+static void blk_config_write(struct virtio_device *vd, uint32_t off,
+			     const void *buf, uint32_t len)
+{
+	/* Nothing is writable without CONFIG_WCE. */
+	(void)vd;
+	(void)off;
+	(void)buf;
+	(void)len;
+}
+
+static void blk_queue_kick(struct virtio_device *vd, uint16_t q)
+{
+	struct virtio_blk *b = to_blk(vd);
+	bool pushed = false;
+
+	if (q != 0)
+		return;
+	pthread_mutex_lock(&b->lock);
+	if (b->running)
+		pushed = blk_process(b);
+	blk_unlock(b, pushed);
+}
+
+/* Device threads take no signals: those are for the vCPU threads. */
+static int start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+	sigset_t all, old;
+	int rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(t, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return -rc;
+}
+
+static int blk_activate(struct virtio_device *vd)
+{
+	struct virtio_blk *b = to_blk(vd);
+	int rc = 0;
+
+	pthread_mutex_lock(&b->lock);
+	if (b->running)
+		goto out;
+	b->writethrough = !virtio_has_feature(vd, VIRTIO_BLK_F_FLUSH);
+	b->discard =
+		b->can_discard && virtio_has_feature(vd, VIRTIO_BLK_F_DISCARD);
+	if (!b->thread_started) {
+		rc = start_thread(&b->thread, blk_io_thread, b);
+		if (rc) {
+			pr_err("%s: cannot start the I/O thread: %s", vd->name,
+			       strerror(-rc));
+			goto out;
+		}
+		b->thread_started = true;
+	}
+	b->running = true;
+out:
+	pthread_mutex_unlock(&b->lock);
+	return rc;
+}
+
+static void blk_reset(struct virtio_device *vd)
+{
+	blk_stop(to_blk(vd));
+}
+
+static const struct virtio_device_ops blk_ops = {
+	.features = blk_features,
+	.config_read = blk_config_read,
+	.config_write = blk_config_write,
+	.queue_kick = blk_queue_kick,
+	.activate = blk_activate,
+	.reset = blk_reset,
+};
+
+/* Does the filesystem punch holes? Probe past the end of the data. */
+static bool blk_probe_discard(int fd, uint64_t size)
+{
+	return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			 (size + 4095) & ~4095ULL, 4096) == 0;
+}
+
+static int blk_open(struct virtio_blk *b, const char *path, bool readonly,
+		    struct err *e)
+{
+	struct stat st;
+	uint64_t size;
+	int fd;
+
+	fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (fd < 0)
+		return err_set(e, -errno, "disk image %s: %s", path,
+			       strerror(errno));
+	b->fd = fd;
+	if (fstat(fd, &st) < 0)
+		return err_set(e, -errno, "disk image %s: %s", path,
+			       strerror(errno));
+	if (S_ISREG(st.st_mode)) {
+		size = st.st_size;
+	} else if (S_ISBLK(st.st_mode)) {
+		if (ioctl(fd, BLKGETSIZE64, &size) < 0)
+			return err_set(e, -errno, "disk image %s: %s", path,
+				       strerror(errno));
+	} else {
+		return err_set(e, -EINVAL,
+			       "disk image %s is not a regular file or block "
+			       "device",
+			       path);
+	}
+	if (size == 0)
+		return err_set(e, -EINVAL, "disk image %s is empty", path);
+	if (size % BLK_SECTOR_SIZE)
+		return err_set(e, -EINVAL,
+			       "disk image %s: size %llu is not a multiple of "
+			       "512 bytes",
+			       path, (unsigned long long)size);
+	if (flock(fd, (readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			return err_set(e, -EBUSY,
+				       "disk image %s is in use by another "
+				       "process",
+				       path);
+		return err_set(e, -errno, "disk image %s: flock: %s", path,
+			       strerror(errno));
+	}
+	b->capacity = size >> BLK_SECTOR_SHIFT;
+	b->discard_align = 1;
+	if (st.st_blksize > BLK_SECTOR_SIZE && st.st_blksize <= (1 << 20))
+		b->discard_align = st.st_blksize >> BLK_SECTOR_SHIFT;
+	b->can_discard =
+		!readonly && S_ISREG(st.st_mode) && blk_probe_discard(fd, size);
+	return 0;
+}
+
+int virtio_blk_create(struct virtio_blk **out, const struct guest_mem *mem,
+		      const char *path, bool readonly, struct err *e)
+{
+	struct virtio_blk *b;
+	bool lock_ok = false, ring_ok = false;
+	const char *base;
+	int rc;
+
+	*out = NULL;
+	if (!path || !*path)
+		return err_set(e, -EINVAL, "virtio-blk: no disk image given");
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return err_set(e, -ENOMEM, "virtio-blk: out of memory");
+	b->fd = -1;
+	b->readonly = readonly;
+	b->req = calloc(BLK_MAX_INFLIGHT, sizeof(*b->req));
+	if (!b->req) {
+		rc = err_set(e, -ENOMEM, "virtio-blk: out of memory");
+		goto fail;
+	}
+	for (unsigned int i = 0; i < BLK_MAX_INFLIGHT; i++)
+		b->free_slot[i] = BLK_MAX_INFLIGHT - 1 - i;
+	b->nfree = BLK_MAX_INFLIGHT;
+	rc = -pthread_mutex_init(&b->lock, NULL);
+	if (rc) {
+		err_set(e, rc, "virtio-blk: mutex: %s", strerror(-rc));
+		goto fail;
+	}
+	lock_ok = true;
+	rc = blk_open(b, path, readonly, e);
+	if (rc)
+		goto fail;
+	blk_make_id(b, path);
+	rc = io_uring_queue_init(BLK_RING_ENTRIES, &b->ring, 0);
+	if (rc) {
+		err_set(e, rc, "virtio-blk %s: io_uring unavailable: %s", path,
+			strerror(-rc));
+		goto fail;
+	}
+	ring_ok = true;
+	base = strrchr(path, '/');
+	snprintf(b->name, sizeof(b->name), "virtio-blk:%s",
+		 base && base[1] ? base + 1 : path);
+	rc = virtio_device_init(
+		&b->vd, b->name, VIRTIO_ID_BLOCK, 1, BLK_QUEUE_SIZE,
+		sizeof(struct virtio_blk_config), &blk_ops, b, mem);
+	if (rc) {
+		err_set(e, rc, "virtio-blk %s: device init failed: %s", path,
+			strerror(-rc));
+		goto fail;
+	}
+	*out = b;
+	return 0;
+
+fail:
+	if (ring_ok)
+		io_uring_queue_exit(&b->ring);
+	if (b->fd >= 0)
+		close(b->fd);
+	if (lock_ok)
+		pthread_mutex_destroy(&b->lock);
+	free(b->req);
+	free(b);
+	return rc;
+}
+
+struct virtio_device *virtio_blk_device(struct virtio_blk *b)
+{
+	return &b->vd;
+}
+
+void virtio_blk_get_stats(struct virtio_blk *b, struct virtio_blk_stats *s)
+{
+	pthread_mutex_lock(&b->lock);
+	*s = b->stats;
+	pthread_mutex_unlock(&b->lock);
+}
+
+void virtio_blk_destroy(struct virtio_blk *b)
+{
+	if (!b)
+		return;
+	blk_stop(b);
+	virtio_device_destroy(&b->vd);
+	io_uring_queue_exit(&b->ring);
+	close(b->fd);
+	pthread_mutex_destroy(&b->lock);
+	free(b->req);
+	free(b);
+}

@@ -1,0 +1,407 @@
+/*
+ * virtio/console.c - virtio-console (virtio 1.2, 5.3) with a single port
+ * and no MULTIPORT: receiveq (0) carries host input to the guest,
+ * transmitq (1) the guest's output. One worker thread serves both queues:
+ * queue_kick only signals its eventfd, so a slow or stopped output (a
+ * terminal on ^S, a full pipe) never holds up the transport thread.
+ *
+ * Output goes to out_fd in chunks of at most PIPE_BUF bytes, each after
+ * poll() said POLLOUT, so the thread stays stoppable on blocking pipes;
+ * partial writes are continued, EAGAIN waits, any other error drops the
+ * rest of that buffer. Input (in_fd >= 0) is read straight into the
+ * receive buffer the worker holds, only after poll() said POLLIN; at end
+ * of file the input side stops.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "util/log.h"
+#include "virtio/devices.h"
+
+#define CON_QUEUE_SIZE 256
+#define CON_RXQ 0
+#define CON_TXQ 1
+
+/* Device configuration layout (5.3.4), little-endian. */
+struct virtio_console_config {
+	uint16_t cols;
+	uint16_t rows;
+	uint32_t max_nr_ports;
+	uint32_t emerg_wr;
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct virtio_console_config) == 12,
+	       "virtio_console_config layout");
+
+struct virtio_console {
+	struct virtio_device vd;
+	int out_fd;
+	int in_fd;   /* -1: no input */
+	int kick_fd; /* eventfd: a queue was kicked */
+	int stop_fd; /* eventfd: worker, stop */
+
+	pthread_t thread;
+	bool started;
+	bool stop;    /* atomic */
+	bool broken;  /* worker only: asked for NEEDS_RESET */
+	bool in_eof;  /* input ended or failed for good */
+	bool rx_have; /* worker holds rx_chain */
+	struct vq_chain rx_chain;
+	struct vq_chain tx_chain;
+	uint64_t tx_dropped; /* bytes that could not be written */
+};
+
+static struct virtio_console *to_con(struct virtio_device *vd)
+{
+	return vd->priv;
+}
+
+static bool con_stopping(struct virtio_console *c)
+{
+	return __atomic_load_n(&c->stop, __ATOMIC_ACQUIRE);
+}
+
+static void drain_eventfd(int fd)
+{
+	uint64_t v;
+
+	while (read(fd, &v, sizeof(v)) > 0)
+		;
+}
+
+/* Pop from @q; on a broken ring report it and return -1. */
+static int con_pop(struct virtio_console *c, uint16_t q, struct vq_chain *ch)
+{
+	struct virtqueue *vq = &c->vd.vq[q];
+	char why[sizeof(vq->error) + 16];
+	int r;
+
+	pthread_mutex_lock(&vq->lock);
+	r = vq_pop(vq, ch);
+	if (r < 0)
+		snprintf(why, sizeof(why), "%s: %.*s",
+			 q == CON_RXQ ? "receiveq" : "transmitq",
+			 (int)sizeof(vq->error), vq->error);
+	pthread_mutex_unlock(&vq->lock);
+	if (r < 0) {
+		c->broken = true;
+		virtio_set_needs_reset(&c->vd, "%s", why);
+	}
+	return r;
+}
+
+static void con_push(struct virtio_console *c, uint16_t q, uint16_t head,
+		     uint32_t len)
+{
+	struct virtqueue *vq = &c->vd.vq[q];
+
+	pthread_mutex_lock(&vq->lock);
+	vq_push(vq, head, len);
+	pthread_mutex_unlock(&vq->lock);
+}
+
+/* Write all of @buf to out_fd. False when the worker is to stop. */
+static bool con_write(struct virtio_console *c, const uint8_t *buf, size_t len)
+{
+	while (len) {
+		struct pollfd p[2] = {
+			{.fd = c->stop_fd, .events = POLLIN},
+			{.fd = c->out_fd, .events = POLLOUT},
+		};
+		size_t chunk = len < PIPE_BUF ? len : PIPE_BUF;
+		ssize_t w;
+
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			pr_err("%s: poll: %s", c->vd.name, strerror(errno));
+			return false;
+		}
+		if (p[0].revents)
+			return false;
+		if (!p[1].revents)
+			continue;
+		w = write(c->out_fd, buf, chunk);
+		if (w < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			/* EPIPE and friends: nobody reads; drop the rest. */
+			c->tx_dropped += len;
+			return true;
+		}
+		buf += w;
+		len -= w;
+	}
+	return true;
+}
+
+/* Send everything the driver queued. False when the worker is to stop. */
+static bool con_tx(struct virtio_console *c)
+{
+	struct vq_chain *ch = &c->tx_chain;
+	bool pushed = false, go_on = true;
+
+	while (!c->broken && go_on) {
+		int r = con_pop(c, CON_TXQ, ch);
+
+		if (r <= 0)
+			break;
+		for (unsigned int i = 0; i < ch->n_out && go_on; i++)
+			go_on = con_write(c, ch->iov[i].iov_base,
+					  ch->iov[i].iov_len);
+		if (!go_on)
+			break; /* reset: the chain is abandoned */
+		con_push(c, CON_TXQ, ch->head, 0);
+		pushed = true;
+	}
+	if (pushed)
+		virtio_queue_done(&c->vd, CON_TXQ);
+	return go_on;
+}
+
+/* Hold a receive buffer if input is possible and the driver gave one. */
+static void con_rx_get(struct virtio_console *c)
+{
+	if (c->in_fd < 0 || c->in_eof || c->rx_have || c->broken)
+		return;
+	if (con_pop(c, CON_RXQ, &c->rx_chain) <= 0)
+		return;
+	if (c->rx_chain.in_bytes == 0) {
+		c->broken = true;
+		virtio_set_needs_reset(&c->vd,
+				       "receiveq: buffer %u has no "
+				       "writable part",
+				       c->rx_chain.head);
+		return;
+	}
+	c->rx_have = true;
+}
+
+static void con_rx_read(struct virtio_console *c)
+{
+	struct vq_chain *ch = &c->rx_chain;
+	ssize_t r;
+
+	r = readv(c->in_fd, &ch->iov[ch->n_out], ch->n_in);
+	if (r < 0) {
+		if (errno == EINTR || errno == EAGAIN)
+			return;
+		pr_warn("%s: input: %s; input stops", c->vd.name,
+			strerror(errno));
+		c->in_eof = true;
+		return;
+	}
+	if (r == 0) {
+		c->in_eof = true;
+		return;
+	}
+	con_push(c, CON_RXQ, ch->head, r);
+	c->rx_have = false;
+	virtio_queue_done(&c->vd, CON_RXQ);
+}
+
+static void *con_thread(void *arg)
+{
+	struct virtio_console *c = arg;
+
+	while (!con_stopping(c)) {
+		struct pollfd p[3] = {
+			{.fd = c->stop_fd, .events = POLLIN},
+			{.fd = c->kick_fd, .events = POLLIN},
+			{.fd = -1, .events = POLLIN},
+		};
+
+		if (!c->broken && !con_tx(c))
+			break;
+		con_rx_get(c);
+		if (c->rx_have && !c->in_eof && !c->broken)
+			p[2].fd = c->in_fd;
+		if (c->broken)
+			p[1].fd = -1;
+		if (poll(p, 3, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			pr_err("%s: poll: %s", c->vd.name, strerror(errno));
+			break;
+		}
+		if (p[0].revents)
+			break;
+		if (p[1].revents)
+			drain_eventfd(c->kick_fd);
+		if (p[2].revents)
+			con_rx_read(c);
+	}
+	return NULL;
+}
+
+static uint64_t con_features(struct virtio_device *vd)
+{
+	(void)vd;
+	return 0;
+}
+
+static void con_config_read(struct virtio_device *vd, uint32_t off, void *buf,
+			    uint32_t len)
+{
+	struct virtio_console_config cfg;
+
+	(void)vd;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.max_nr_ports = htole32(1);
+	memset(buf, 0, len);
+	if (off < sizeof(cfg))
+		memcpy(buf, (uint8_t *)&cfg + off,
+		       len < sizeof(cfg) - off ? len : sizeof(cfg) - off);
+}
+
+static void con_config_write(struct virtio_device *vd, uint32_t off,
+			     const void *buf, uint32_t len)
+{
+	/* emerg_wr needs VIRTIO_CONSOLE_F_EMERG_WRITE, not offered. */
+	(void)vd;
+	(void)off;
+	(void)buf;
+	(void)len;
+}
+
+static void con_queue_kick(struct virtio_device *vd, uint16_t q)
+{
+	struct virtio_console *c = to_con(vd);
+	uint64_t one = 1;
+
+	if (q > CON_TXQ)
+		return;
+	if (write(c->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		pr_warn("%s: eventfd: %s", vd->name, strerror(errno));
+}
+
+static int start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+	sigset_t all, old;
+	int rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(t, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return -rc;
+}
+
+static int con_activate(struct virtio_device *vd)
+{
+	struct virtio_console *c = to_con(vd);
+	int rc;
+
+	if (c->started)
+		return 0;
+	c->broken = false;
+	c->rx_have = false;
+	rc = start_thread(&c->thread, con_thread, c);
+	if (rc) {
+		pr_err("%s: cannot start the worker thread: %s", vd->name,
+		       strerror(-rc));
+		return rc;
+	}
+	c->started = true;
+	return 0;
+}
+
+static void con_stop(struct virtio_console *c)
+{
+	uint64_t one = 1;
+
+	if (!c->started)
+		return;
+	__atomic_store_n(&c->stop, true, __ATOMIC_RELEASE);
+	if (write(c->stop_fd, &one, sizeof(one)) < 0)
+		pr_warn("%s: eventfd: %s", c->vd.name, strerror(errno));
+	pthread_join(c->thread, NULL);
+	c->started = false;
+	__atomic_store_n(&c->stop, false, __ATOMIC_RELEASE);
+	drain_eventfd(c->stop_fd);
+	drain_eventfd(c->kick_fd);
+	c->rx_have = false;
+	c->broken = false;
+}
+
+static void con_reset(struct virtio_device *vd)
+{
+	con_stop(to_con(vd));
+}
+
+static const struct virtio_device_ops con_ops = {
+	.features = con_features,
+	.config_read = con_config_read,
+	.config_write = con_config_write,
+	.queue_kick = con_queue_kick,
+	.activate = con_activate,
+	.reset = con_reset,
+};
+
+int virtio_console_create(struct virtio_console **out,
+			  const struct guest_mem *mem, int out_fd, int in_fd,
+			  struct err *e)
+{
+	struct virtio_console *c;
+	int rc;
+
+	*out = NULL;
+	if (out_fd < 0)
+		return err_set(e, -EINVAL, "virtio-console: no output fd");
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return err_set(e, -ENOMEM, "virtio-console: out of memory");
+	c->out_fd = out_fd;
+	c->in_fd = in_fd < 0 ? -1 : in_fd;
+	c->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	c->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (c->kick_fd < 0 || c->stop_fd < 0) {
+		rc = err_set(e, -errno, "virtio-console: eventfd: %s",
+			     strerror(errno));
+		goto fail;
+	}
+	rc = virtio_device_init(
+		&c->vd, "virtio-console", VIRTIO_ID_CONSOLE, 2, CON_QUEUE_SIZE,
+		sizeof(struct virtio_console_config), &con_ops, c, mem);
+	if (rc) {
+		err_set(e, rc, "virtio-console: device init failed: %s",
+			strerror(-rc));
+		goto fail;
+	}
+	*out = c;
+	return 0;
+
+fail:
+	if (c->kick_fd >= 0)
+		close(c->kick_fd);
+	if (c->stop_fd >= 0)
+		close(c->stop_fd);
+	free(c);
+	return rc;
+}
+
+struct virtio_device *virtio_console_device(struct virtio_console *c)
+{
+	return &c->vd;
+}
+
+void virtio_console_destroy(struct virtio_console *c)
+{
+	if (!c)
+		return;
+	con_stop(c);
+	virtio_device_destroy(&c->vd);
+	close(c->kick_fd);
+	close(c->stop_fd);
+	free(c);
+}

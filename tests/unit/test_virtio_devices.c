@@ -1,0 +1,1527 @@
+/*
+ * tests/unit/test_virtio_devices.c - virtio-blk, -net, -console and -rng
+ * driven without KVM: the test plays the driver, with split rings in guest
+ * memory, and the transport, with a fake that records queue and
+ * configuration interrupts and signals a condition variable. Queues are
+ * enabled with vq_enable, the device is started with ops->activate, chains
+ * are posted and kicked with ops->queue_kick, and the test waits (with a
+ * timeout, never a sleep) for the used entries.
+ *
+ * The net tests need /dev/net/tun and CAP_NET_ADMIN and are skipped
+ * without them; they watch the tap from the host side with an AF_PACKET
+ * socket.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core/guest_mem.h"
+#include "util/err.h"
+#include "util/log.h"
+#include "virtio/devices.h"
+#include "virtio/virtio.h"
+#include "virtio/virtqueue.h"
+
+#define MEM_SIZE (16u << 20)
+#define RING_BASE 0x10000u /* queue q at RING_BASE + q * RING_STRIDE */
+#define RING_STRIDE 0x10000u
+#define DATA_BASE 0x100000u /* bump allocator for buffers and tables */
+#define QSIZE 256
+#define WAIT_MS 10000
+
+/* Spec constants the tests use (the devices keep theirs private). */
+#define BLK_F_SEG_MAX 2
+#define BLK_F_RO 5
+#define BLK_F_BLK_SIZE 6
+#define BLK_F_FLUSH 9
+#define BLK_F_DISCARD 13
+#define BLK_T_IN 0
+#define BLK_T_OUT 1
+#define BLK_T_FLUSH 4
+#define BLK_T_GET_ID 8
+#define BLK_T_DISCARD 11
+#define BLK_S_OK 0
+#define BLK_S_IOERR 1
+#define BLK_S_UNSUPP 2
+#define NET_F_MAC 5
+#define NET_F_STATUS 16
+#define NET_HDR 12
+#define TEST_ETHERTYPE 0x88b5 /* IEEE local experimental */
+
+/* ---- the fake transport ---- */
+
+struct fake_transport {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned int queue_irqs[VIRTIO_MAX_QUEUES];
+	unsigned int config_irqs;
+};
+
+static void ft_notify_queue(void *opaque, uint16_t q)
+{
+	struct fake_transport *ft = opaque;
+
+	pthread_mutex_lock(&ft->lock);
+	if (q < VIRTIO_MAX_QUEUES)
+		ft->queue_irqs[q]++;
+	pthread_cond_broadcast(&ft->cond);
+	pthread_mutex_unlock(&ft->lock);
+}
+
+static void ft_notify_config(void *opaque)
+{
+	struct fake_transport *ft = opaque;
+
+	pthread_mutex_lock(&ft->lock);
+	ft->config_irqs++;
+	pthread_cond_broadcast(&ft->cond);
+	pthread_mutex_unlock(&ft->lock);
+}
+
+/* ---- the fake driver: split rings in guest memory ---- */
+
+struct ring {
+	uint16_t size;
+	uint64_t desc_gpa, avail_gpa, used_gpa;
+	struct vring_desc *desc;
+	struct vring_avail *avail;
+	struct vring_used *used;
+	uint16_t avail_idx;
+	uint16_t next_desc;
+	uint16_t used_seen;
+};
+
+struct harness {
+	struct guest_mem mem;
+	struct fake_transport ft;
+	struct virtio_device *vd;
+	struct ring ring[VIRTIO_MAX_QUEUES];
+	uint64_t features;
+	uint64_t next_data;
+	bool active;
+	/* devices */
+	struct virtio_blk *blk;
+	struct virtio_net *net;
+	struct virtio_console *con;
+	struct virtio_rng *rng;
+	char path[64];
+	int fds[4];
+	int pkt; /* AF_PACKET socket on the tap */
+};
+
+struct seg {
+	uint64_t gpa;
+	uint32_t len;
+	bool w;
+};
+
+static void *gptr(struct harness *h, uint64_t gpa, uint64_t len)
+{
+	void *p = guest_mem_ptr(&h->mem, gpa, len);
+
+	assert_non_null(p);
+	return p;
+}
+
+static uint64_t galloc(struct harness *h, uint64_t len)
+{
+	uint64_t gpa = h->next_data;
+
+	h->next_data = (gpa + len + 15) & ~15ULL;
+	assert_true(h->next_data <= MEM_SIZE);
+	return gpa;
+}
+
+static int setup(void **state)
+{
+	struct harness *h = calloc(1, sizeof(*h));
+
+	assert_non_null(h);
+	assert_int_equal(guest_mem_alloc(&h->mem, MEM_SIZE), 0);
+	pthread_mutex_init(&h->ft.lock, NULL);
+	{
+		pthread_condattr_t a;
+
+		pthread_condattr_init(&a);
+		pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+		pthread_cond_init(&h->ft.cond, &a);
+		pthread_condattr_destroy(&a);
+	}
+	h->next_data = DATA_BASE;
+	for (int i = 0; i < 4; i++)
+		h->fds[i] = -1;
+	h->pkt = -1;
+	*state = h;
+	return 0;
+}
+
+static void stop_device(struct harness *h)
+{
+	if (!h->vd || !h->active)
+		return;
+	h->vd->ops->reset(h->vd);
+	for (int q = 0; q < h->vd->num_queues; q++) {
+		pthread_mutex_lock(&h->vd->vq[q].lock);
+		vq_disable(&h->vd->vq[q]);
+		pthread_mutex_unlock(&h->vd->vq[q].lock);
+	}
+	h->active = false;
+}
+
+static int teardown(void **state)
+{
+	struct harness *h = *state;
+
+	stop_device(h);
+	virtio_blk_destroy(h->blk);
+	virtio_net_destroy(h->net);
+	virtio_console_destroy(h->con);
+	virtio_rng_destroy(h->rng);
+	if (h->path[0])
+		unlink(h->path);
+	for (int i = 0; i < 4; i++)
+		if (h->fds[i] >= 0)
+			close(h->fds[i]);
+	if (h->pkt >= 0)
+		close(h->pkt);
+	guest_mem_free(&h->mem);
+	pthread_cond_destroy(&h->ft.cond);
+	pthread_mutex_destroy(&h->ft.lock);
+	free(h);
+	return 0;
+}
+
+static void ring_setup(struct harness *h, int q)
+{
+	struct ring *r = &h->ring[q];
+	uint64_t base = RING_BASE + (uint64_t)q * RING_STRIDE;
+
+	memset(r, 0, sizeof(*r));
+	r->size = QSIZE;
+	r->desc_gpa = base;
+	r->avail_gpa = base + 0x1000;
+	r->used_gpa = base + 0x2000;
+	r->desc = gptr(h, r->desc_gpa, 16 * QSIZE);
+	r->avail = gptr(h, r->avail_gpa, 6 + 2 * QSIZE);
+	r->used = gptr(h, r->used_gpa, 6 + 8 * QSIZE);
+	memset(r->desc, 0, 16 * QSIZE);
+	memset(r->avail, 0, 6 + 2 * QSIZE);
+	memset(r->used, 0, 6 + 8 * QSIZE);
+}
+
+/* Attach @vd to the fake transport, negotiate @features, start it. */
+static void start_device(struct harness *h, struct virtio_device *vd,
+			 uint64_t features)
+{
+	h->vd = vd;
+	h->features = features | (1ULL << VIRTIO_F_VERSION_1);
+	vd->transport.notify_queue = ft_notify_queue;
+	vd->transport.notify_config = ft_notify_config;
+	vd->transport.opaque = &h->ft;
+	vd->guest_features = h->features;
+	vd->status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+		     VIRTIO_STATUS_FEATURES_OK;
+	for (int q = 0; q < vd->num_queues; q++) {
+		struct ring *r = &h->ring[q];
+
+		ring_setup(h, q);
+		pthread_mutex_lock(&vd->vq[q].lock);
+		assert_int_equal(vq_enable(&vd->vq[q], &h->mem, r->size,
+					   r->desc_gpa, r->avail_gpa,
+					   r->used_gpa, h->features),
+				 0);
+		pthread_mutex_unlock(&vd->vq[q].lock);
+	}
+	vd->status |= VIRTIO_STATUS_DRIVER_OK;
+	assert_int_equal(vd->ops->activate(vd), 0);
+	h->active = true;
+}
+
+/* Reset the device as a driver would, then bring it up again. */
+static void restart_device(struct harness *h)
+{
+	struct virtio_device *vd = h->vd;
+
+	stop_device(h);
+	vd->status = 0;
+	start_device(h, vd, h->features & ~(1ULL << VIRTIO_F_VERSION_1));
+}
+
+static void write_desc(struct vring_desc *d, const struct seg *s, uint16_t next,
+		       bool more)
+{
+	d->addr = s->gpa;
+	d->len = s->len;
+	d->flags = (s->w ? VRING_DESC_F_WRITE : 0) |
+		   (more ? VRING_DESC_F_NEXT : 0);
+	d->next = next;
+}
+
+/* Put a chain on queue @q's avail ring (not kicked). Returns the head. */
+static uint16_t post(struct harness *h, int q, const struct seg *s, int n,
+		     bool indirect)
+{
+	struct ring *r = &h->ring[q];
+	uint16_t head = r->next_desc;
+
+	if (indirect) {
+		uint64_t t = galloc(h, 16ULL * n);
+		struct vring_desc *tab = gptr(h, t, 16ULL * n);
+
+		for (int i = 0; i < n; i++)
+			write_desc(&tab[i], &s[i], i + 1, i + 1 < n);
+		r->desc[head] =
+			(struct vring_desc){.addr = t,
+					    .len = 16 * n,
+					    .flags = VRING_DESC_F_INDIRECT};
+		r->next_desc = (head + 1) % r->size;
+	} else {
+		for (int i = 0; i < n; i++) {
+			uint16_t d = (head + i) % r->size;
+
+			write_desc(&r->desc[d], &s[i], (d + 1) % r->size,
+				   i + 1 < n);
+		}
+		r->next_desc = (head + n) % r->size;
+	}
+	r->avail->ring[r->avail_idx % r->size] = head;
+	r->avail_idx++;
+	__atomic_store_n(&r->avail->idx, r->avail_idx, __ATOMIC_RELEASE);
+	return head;
+}
+
+static void kick(struct harness *h, int q)
+{
+	h->vd->ops->queue_kick(h->vd, q);
+}
+
+static void deadline_after(struct timespec *ts, int ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts->tv_nsec >= 1000000000) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000;
+	}
+}
+
+static uint16_t used_idx(struct ring *r)
+{
+	return __atomic_load_n(&r->used->idx, __ATOMIC_ACQUIRE);
+}
+
+/* Wait for @n more used entries on @q. False on timeout. */
+static bool wait_used_ms(struct harness *h, int q, uint16_t n, int ms)
+{
+	struct ring *r = &h->ring[q];
+	uint16_t target = r->used_seen + n;
+	struct timespec ts;
+	bool ok = true;
+
+	deadline_after(&ts, ms);
+	pthread_mutex_lock(&h->ft.lock);
+	while ((int16_t)(used_idx(r) - target) < 0) {
+		if (pthread_cond_timedwait(&h->ft.cond, &h->ft.lock, &ts) ==
+		    ETIMEDOUT) {
+			ok = (int16_t)(used_idx(r) - target) >= 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&h->ft.lock);
+	if (ok)
+		r->used_seen = target;
+	return ok;
+}
+
+static bool wait_used(struct harness *h, int q, uint16_t n)
+{
+	return wait_used_ms(h, q, n, WAIT_MS);
+}
+
+static struct vring_used_elem used_elem(struct harness *h, int q, uint16_t i)
+{
+	struct ring *r = &h->ring[q];
+
+	return r->used->ring[i % r->size];
+}
+
+static struct vring_used_elem last_used(struct harness *h, int q)
+{
+	return used_elem(h, q, h->ring[q].used_seen - 1);
+}
+
+static bool wait_config_irq(struct harness *h)
+{
+	struct timespec ts;
+	bool ok = true;
+
+	deadline_after(&ts, WAIT_MS);
+	pthread_mutex_lock(&h->ft.lock);
+	while (!h->ft.config_irqs) {
+		if (pthread_cond_timedwait(&h->ft.cond, &h->ft.lock, &ts) ==
+		    ETIMEDOUT) {
+			ok = h->ft.config_irqs > 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&h->ft.lock);
+	return ok;
+}
+
+/* ======================================================================
+ * virtio-blk
+ * ====================================================================== */
+
+#define DISK_SECTORS 2048 /* 1 MiB */
+
+struct blk_hdr {
+	uint32_t type;
+	uint32_t reserved;
+	uint64_t sector;
+} __attribute__((packed));
+
+static void make_disk(struct harness *h, uint64_t size)
+{
+	int fd;
+
+	snprintf(h->path, sizeof(h->path), "/tmp/dvmm-vblk-XXXXXX");
+	fd = mkstemp(h->path);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, size), 0);
+	close(fd);
+}
+
+/* Create a disk on a fresh 1 MiB image and start it with @features. */
+static void blk_start_f(struct harness *h, bool readonly, uint64_t features)
+{
+	struct err e = {0};
+
+	make_disk(h, DISK_SECTORS * 512ULL);
+	assert_int_equal(
+		virtio_blk_create(&h->blk, &h->mem, h->path, readonly, &e), 0);
+	start_device(h, virtio_blk_device(h->blk), features);
+}
+
+/* ... with every feature the device offers. */
+static void blk_start(struct harness *h, bool readonly)
+{
+	struct err e = {0};
+	struct virtio_device *vd;
+
+	make_disk(h, DISK_SECTORS * 512ULL);
+	assert_int_equal(
+		virtio_blk_create(&h->blk, &h->mem, h->path, readonly, &e), 0);
+	vd = virtio_blk_device(h->blk);
+	start_device(h, vd, vd->ops->features(vd));
+}
+
+static uint64_t put_hdr(struct harness *h, uint32_t type, uint64_t sector)
+{
+	uint64_t gpa = galloc(h, sizeof(struct blk_hdr));
+	struct blk_hdr *hd = gptr(h, gpa, sizeof(*hd));
+
+	hd->type = type;
+	hd->reserved = 0;
+	hd->sector = sector;
+	return gpa;
+}
+
+/* A request: header, data (device-writable for IN/GET_ID), status. */
+static uint8_t *blk_post(struct harness *h, uint32_t type, uint64_t sector,
+			 uint64_t data, uint32_t len, bool indirect)
+{
+	uint64_t st = galloc(h, 1);
+	uint8_t *status = gptr(h, st, 1);
+	bool dev_writes = type == BLK_T_IN || type == BLK_T_GET_ID;
+	struct seg s[3];
+	int n = 0;
+
+	s[n++] = (struct seg){put_hdr(h, type, sector), 16, false};
+	if (len)
+		s[n++] = (struct seg){data, len, dev_writes};
+	s[n++] = (struct seg){st, 1, true};
+	*status = 0xee;
+	post(h, 0, s, n, indirect);
+	return status;
+}
+
+/* Issue one request and wait for it. Returns the status byte. */
+static uint8_t blk_do(struct harness *h, uint32_t type, uint64_t sector,
+		      uint64_t data, uint32_t len, uint32_t *used_len)
+{
+	uint8_t *status = blk_post(h, type, sector, data, len, false);
+
+	kick(h, 0);
+	assert_true(wait_used(h, 0, 1));
+	if (used_len)
+		*used_len = last_used(h, 0).len;
+	return *status;
+}
+
+static void fill_pattern(uint8_t *p, size_t len, unsigned int seed)
+{
+	for (size_t i = 0; i < len; i++)
+		p[i] = (uint8_t)(i * 7 + seed * 13 + (i >> 9));
+}
+
+static void test_blk_config_and_features(void **state)
+{
+	struct harness *h = *state;
+	struct virtio_device *vd;
+	struct err e = {0};
+	uint8_t cfg[72];
+	uint64_t cap, f;
+	uint32_t u32;
+
+	make_disk(h, DISK_SECTORS * 512ULL);
+	assert_int_equal(
+		virtio_blk_create(&h->blk, &h->mem, h->path, false, &e), 0);
+	vd = virtio_blk_device(h->blk);
+	assert_int_equal(vd->device_id, VIRTIO_ID_BLOCK);
+	assert_int_equal(vd->num_queues, 1);
+	assert_int_equal(vd->config_size, 72);
+	f = vd->ops->features(vd);
+	assert_true(f & (1ULL << BLK_F_SEG_MAX));
+	assert_true(f & (1ULL << BLK_F_BLK_SIZE));
+	assert_true(f & (1ULL << BLK_F_FLUSH));
+	assert_false(f & (1ULL << BLK_F_RO));
+	vd->ops->config_read(vd, 0, cfg, sizeof(cfg));
+	memcpy(&cap, cfg, 8);
+	assert_int_equal(cap, DISK_SECTORS);
+	memcpy(&u32, cfg + 12, 4);
+	assert_true(u32 >= 1 && u32 <= VQ_MAX_SEGS);
+	memcpy(&u32, cfg + 20, 4);
+	assert_int_equal(u32, 512);
+	/* A partial, unaligned read sees the same bytes. */
+	{
+		uint8_t b[3];
+
+		vd->ops->config_read(vd, 1, b, 3);
+		assert_memory_equal(b, cfg + 1, 3);
+	}
+	if (f & (1ULL << BLK_F_DISCARD)) {
+		memcpy(&u32, cfg + 36, 4); /* max_discard_sectors */
+		assert_true(u32 > 0);
+		memcpy(&u32, cfg + 40, 4); /* max_discard_seg */
+		assert_true(u32 >= 1);
+	}
+}
+
+static void test_blk_create_errors(void **state)
+{
+	struct harness *h = *state;
+	struct virtio_blk *b = NULL;
+	struct err e = {0};
+	int fd;
+
+	assert_int_equal(virtio_blk_create(&b, &h->mem,
+					   "/nonexistent/dvmm-disk.img", false,
+					   &e),
+			 -ENOENT);
+	assert_null(b);
+	assert_non_null(strstr(e.msg, "/nonexistent/dvmm-disk.img"));
+
+	err_clear(&e);
+	assert_true(virtio_blk_create(&b, &h->mem, "/tmp", false, &e) < 0);
+	assert_true(virtio_blk_create(&b, &h->mem, "/tmp", true, &e) < 0);
+	assert_null(b);
+	assert_true(e.msg[0] != '\0');
+
+	make_disk(h, 1000);
+	err_clear(&e);
+	assert_int_equal(virtio_blk_create(&b, &h->mem, h->path, false, &e),
+			 -EINVAL);
+	assert_non_null(strstr(e.msg, "multiple of 512"));
+
+	fd = open(h->path, O_WRONLY | O_TRUNC);
+	assert_true(fd >= 0);
+	close(fd);
+	err_clear(&e);
+	assert_int_equal(virtio_blk_create(&b, &h->mem, h->path, false, &e),
+			 -EINVAL);
+	assert_non_null(strstr(e.msg, "empty"));
+	assert_null(b);
+}
+
+static void test_blk_write_read(void **state)
+{
+	struct harness *h = *state;
+	uint64_t wbuf, rbuf;
+	uint8_t file[4096];
+	struct virtio_blk_stats st;
+	uint32_t len;
+	int fd;
+
+	blk_start(h, false);
+	wbuf = galloc(h, 4096);
+	rbuf = galloc(h, 4096);
+	fill_pattern(gptr(h, wbuf, 4096), 4096, 1);
+	memset(gptr(h, rbuf, 4096), 0, 4096);
+
+	assert_int_equal(blk_do(h, BLK_T_OUT, 8, wbuf, 4096, &len), BLK_S_OK);
+	assert_int_equal(len, 1);
+	assert_int_equal(blk_do(h, BLK_T_IN, 8, rbuf, 4096, &len), BLK_S_OK);
+	assert_int_equal(len, 4096 + 1);
+	assert_memory_equal(gptr(h, rbuf, 4096), gptr(h, wbuf, 4096), 4096);
+
+	/* The bytes are in the file, at sector 8. */
+	fd = open(h->path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, file, sizeof(file), 8 * 512), sizeof(file));
+	close(fd);
+	assert_memory_equal(file, gptr(h, wbuf, 4096), 4096);
+
+	/* Last sector of the disk: in range. */
+	assert_int_equal(
+		blk_do(h, BLK_T_OUT, DISK_SECTORS - 1, wbuf, 512, NULL),
+		BLK_S_OK);
+	/* A zero-length read is fine and moves nothing. */
+	assert_int_equal(blk_do(h, BLK_T_IN, 0, 0, 0, &len), BLK_S_OK);
+	assert_int_equal(len, 1);
+
+	virtio_blk_get_stats(h->blk, &st);
+	assert_int_equal(st.writes, 2);
+	assert_int_equal(st.reads, 1);
+	assert_int_equal(st.write_bytes, 4096 + 512);
+	assert_int_equal(st.read_bytes, 4096);
+	assert_int_equal(st.errors, 0);
+	assert_true(h->ft.queue_irqs[0] >= 4);
+}
+
+/* Header split in two, data in eight 512-byte pieces, some via INDIRECT. */
+static void test_blk_scattered(void **state)
+{
+	struct harness *h = *state;
+	uint64_t hdr = 0, data[8], st;
+	uint8_t *status, expect[4096];
+	struct seg s[11];
+	int n = 0;
+
+	blk_start_f(h, false,
+		    (1ULL << BLK_F_FLUSH) | (1ULL << VIRTIO_F_INDIRECT_DESC));
+	for (int i = 0; i < 8; i++) {
+		data[i] = galloc(h, 512 + 16);
+		fill_pattern(gptr(h, data[i], 512), 512, 100 + i);
+		memcpy(expect + 512 * i, gptr(h, data[i], 512), 512);
+	}
+	/* Write: [hdr 0..8][hdr 8..16][8 x data][status] */
+	hdr = put_hdr(h, BLK_T_OUT, 100);
+	st = galloc(h, 1);
+	s[n++] = (struct seg){hdr, 8, false};
+	s[n++] = (struct seg){hdr + 8, 8, false};
+	for (int i = 0; i < 8; i++)
+		s[n++] = (struct seg){data[i], 512, false};
+	s[n++] = (struct seg){st, 1, true};
+	status = gptr(h, st, 1);
+	*status = 0xee;
+	post(h, 0, s, n, true);
+	kick(h, 0);
+	assert_true(wait_used(h, 0, 1));
+	assert_int_equal(*status, BLK_S_OK);
+
+	/* Read it back scattered the other way round. */
+	for (int i = 0; i < 8; i++)
+		memset(gptr(h, data[i], 512), 0, 512);
+	n = 0;
+	hdr = put_hdr(h, BLK_T_IN, 100);
+	s[n++] = (struct seg){hdr, 16, false};
+	for (int i = 7; i >= 0; i--)
+		s[n++] = (struct seg){data[i], 512, true};
+	s[n++] = (struct seg){st, 1, true};
+	*status = 0xee;
+	post(h, 0, s, n, false);
+	kick(h, 0);
+	assert_true(wait_used(h, 0, 1));
+	assert_int_equal(*status, BLK_S_OK);
+	assert_int_equal(last_used(h, 0).len, 4097);
+	for (int i = 0; i < 8; i++)
+		assert_memory_equal(gptr(h, data[7 - i], 512), expect + 512 * i,
+				    512);
+}
+
+static void test_blk_flush_and_get_id(void **state)
+{
+	struct harness *h = *state;
+	struct virtio_blk_stats st;
+	uint64_t id = 0;
+	uint32_t len;
+	char idbuf[21] = {0};
+
+	blk_start(h, false);
+	assert_int_equal(blk_do(h, BLK_T_FLUSH, 0, 0, 0, &len), BLK_S_OK);
+	assert_int_equal(len, 1);
+	virtio_blk_get_stats(h->blk, &st);
+	assert_int_equal(st.flushes, 1);
+
+	id = galloc(h, 20);
+	memset(gptr(h, id, 20), 0xff, 20);
+	assert_int_equal(blk_do(h, BLK_T_GET_ID, 0, id, 20, &len), BLK_S_OK);
+	assert_int_equal(len, 21);
+	memcpy(idbuf, gptr(h, id, 20), 20);
+	assert_int_equal(strncmp(idbuf, "dvmm-", 5), 0);
+	assert_int_equal(strlen(idbuf), 20);
+	/* The same path gives the same id. */
+	{
+		uint64_t id2 = galloc(h, 20);
+
+		assert_int_equal(blk_do(h, BLK_T_GET_ID, 0, id2, 20, NULL),
+				 BLK_S_OK);
+		assert_memory_equal(gptr(h, id2, 20), idbuf, 20);
+	}
+}
+
+static void test_blk_bad_requests(void **state)
+{
+	struct harness *h = *state;
+	uint64_t buf;
+	uint8_t before[1024], after[1024];
+	struct virtio_blk_stats st;
+	uint32_t len;
+	int fd;
+
+	blk_start(h, false);
+	buf = galloc(h, 1024);
+	fill_pattern(gptr(h, buf, 1024), 1024, 7);
+
+	/* Beyond the end, straddling the end, and far beyond. */
+	assert_int_equal(blk_do(h, BLK_T_IN, DISK_SECTORS, buf, 512, &len),
+			 BLK_S_IOERR);
+	assert_int_equal(len, 1);
+	assert_int_equal(
+		blk_do(h, BLK_T_OUT, DISK_SECTORS - 1, buf, 1024, NULL),
+		BLK_S_IOERR);
+	assert_int_equal(blk_do(h, BLK_T_IN, UINT64_MAX, buf, 512, NULL),
+			 BLK_S_IOERR);
+	assert_int_equal(
+		blk_do(h, BLK_T_OUT, UINT64_MAX / 512, buf, 1024, NULL),
+		BLK_S_IOERR);
+	/* Data not a multiple of 512. */
+	assert_int_equal(blk_do(h, BLK_T_OUT, 0, buf, 1000, NULL), BLK_S_IOERR);
+	assert_int_equal(blk_do(h, BLK_T_IN, 0, buf, 513, NULL), BLK_S_IOERR);
+	/* Unknown type. */
+	assert_int_equal(blk_do(h, 99, 0, 0, 0, &len), BLK_S_UNSUPP);
+	assert_int_equal(len, 1);
+	assert_int_equal(blk_do(h, 0x80000000u, 0, 0, 0, NULL), BLK_S_UNSUPP);
+
+	/* Header too short (8 bytes readable): IOERR, not a crash. */
+	{
+		uint64_t st_gpa = galloc(h, 1);
+		uint8_t *status = gptr(h, st_gpa, 1);
+		struct seg s[2] = {
+			{put_hdr(h, BLK_T_IN, 0), 8, false},
+			{st_gpa, 1, true},
+		};
+
+		*status = 0xee;
+		post(h, 0, s, 2, false);
+		kick(h, 0);
+		assert_true(wait_used(h, 0, 1));
+		assert_int_equal(*status, BLK_S_IOERR);
+	}
+
+	/* Nothing above reached the file. */
+	fd = open(h->path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, after, sizeof(after), 0), sizeof(after));
+	close(fd);
+	memset(before, 0, sizeof(before));
+	assert_memory_equal(before, after, sizeof(after));
+	virtio_blk_get_stats(h->blk, &st);
+	assert_int_equal(st.errors, 9);
+	assert_false(virtio_needs_reset(h->vd));
+	/* Still serving. */
+	assert_int_equal(blk_do(h, BLK_T_OUT, 0, buf, 512, NULL), BLK_S_OK);
+}
+
+static void test_blk_readonly(void **state)
+{
+	struct harness *h = *state;
+	uint64_t buf;
+	uint8_t zero[512] = {0}, file[512];
+	int fd;
+
+	blk_start(h, true);
+	assert_true(h->vd->ops->features(h->vd) & (1ULL << BLK_F_RO));
+	assert_false(h->vd->ops->features(h->vd) & (1ULL << BLK_F_DISCARD));
+	buf = galloc(h, 512);
+	fill_pattern(gptr(h, buf, 512), 512, 3);
+	assert_int_equal(blk_do(h, BLK_T_OUT, 0, buf, 512, NULL), BLK_S_IOERR);
+	fd = open(h->path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, file, 512, 0), 512);
+	close(fd);
+	assert_memory_equal(file, zero, 512);
+	/* Reads, flushes still work. */
+	assert_int_equal(blk_do(h, BLK_T_IN, 0, buf, 512, NULL), BLK_S_OK);
+	assert_memory_equal(gptr(h, buf, 512), zero, 512);
+	assert_int_equal(blk_do(h, BLK_T_FLUSH, 0, 0, 0, NULL), BLK_S_OK);
+}
+
+/* A chain with no writable byte has nowhere to put a status. */
+static void test_blk_no_status_needs_reset(void **state)
+{
+	struct harness *h = *state;
+	uint64_t buf;
+	struct seg s[2];
+
+	blk_start(h, false);
+	buf = galloc(h, 512);
+	s[0] = (struct seg){put_hdr(h, BLK_T_OUT, 0), 16, false};
+	s[1] = (struct seg){buf, 512, false};
+	post(h, 0, s, 2, false);
+	kick(h, 0);
+	assert_true(wait_config_irq(h));
+	assert_true(virtio_needs_reset(h->vd));
+	assert_int_equal(used_idx(&h->ring[0]), 0);
+
+	/* Until reset nothing more is served... */
+	blk_post(h, BLK_T_FLUSH, 0, 0, 0, false);
+	kick(h, 0);
+	assert_int_equal(used_idx(&h->ring[0]), 0);
+
+	/* ...and after a reset the device works again. */
+	restart_device(h);
+	assert_false(virtio_needs_reset(h->vd));
+	assert_int_equal(blk_do(h, BLK_T_FLUSH, 0, 0, 0, NULL), BLK_S_OK);
+}
+
+/* A descriptor pointing outside guest RAM: the ring is broken. */
+static void test_blk_bad_descriptor_needs_reset(void **state)
+{
+	struct harness *h = *state;
+	struct seg s[3];
+
+	blk_start(h, false);
+	s[0] = (struct seg){put_hdr(h, BLK_T_IN, 0), 16, false};
+	s[1] = (struct seg){MEM_SIZE - 256, 512, true};
+	s[2] = (struct seg){galloc(h, 1), 1, true};
+	post(h, 0, s, 3, false);
+	kick(h, 0);
+	assert_true(wait_config_irq(h));
+	assert_true(virtio_needs_reset(h->vd));
+	assert_int_equal(used_idx(&h->ring[0]), 0);
+}
+
+/* More requests than slots: all complete, in any order, correctly. */
+static void test_blk_many_in_flight(void **state)
+{
+	struct harness *h = *state;
+	enum { N = 200, SZ = 4096 };
+	uint64_t data[N];
+	uint8_t *status[N];
+	bool seen[N];
+
+	blk_start_f(h, false,
+		    (1ULL << BLK_F_FLUSH) | (1ULL << VIRTIO_F_INDIRECT_DESC));
+	for (int i = 0; i < N; i++) {
+		data[i] = galloc(h, SZ);
+		fill_pattern(gptr(h, data[i], SZ), SZ, i);
+		status[i] = blk_post(h, BLK_T_OUT, (uint64_t)i * 8 % 2000,
+				     data[i], SZ, true);
+		if (i == 63)
+			kick(h, 0); /* a first batch of 64 */
+	}
+	kick(h, 0);
+	assert_true(wait_used(h, 0, N));
+	memset(seen, 0, sizeof(seen));
+	for (int i = 0; i < N; i++) {
+		struct vring_used_elem u = used_elem(h, 0, i);
+
+		assert_true(u.id < QSIZE);
+		assert_int_equal(u.len, 1);
+		assert_false(seen[u.id]);
+		seen[u.id] = true;
+	}
+	for (int i = 0; i < N; i++)
+		assert_int_equal(*status[i], BLK_S_OK);
+
+	/* 64 reads in one go, compared with what was written last. */
+	for (int i = 0; i < 64; i++) {
+		status[i] = blk_post(h, BLK_T_IN, (uint64_t)(N - 64 + i) * 8,
+				     galloc(h, SZ), SZ, true);
+		(void)status[i];
+	}
+	kick(h, 0);
+	assert_true(wait_used(h, 0, 64));
+	for (int i = 0; i < 64; i++)
+		assert_int_equal(*status[i], BLK_S_OK);
+}
+
+static void test_blk_writethrough_without_flush(void **state)
+{
+	struct harness *h = *state;
+	uint64_t buf;
+
+	/* FLUSH not negotiated: writes are stable on completion (DSYNC). */
+	blk_start_f(h, false, 0);
+	buf = galloc(h, 512);
+	fill_pattern(gptr(h, buf, 512), 512, 9);
+	assert_int_equal(blk_do(h, BLK_T_OUT, 3, buf, 512, NULL), BLK_S_OK);
+	memset(gptr(h, buf, 512), 0, 512);
+	assert_int_equal(blk_do(h, BLK_T_IN, 3, buf, 512, NULL), BLK_S_OK);
+	{
+		uint8_t expect[512];
+
+		fill_pattern(expect, 512, 9);
+		assert_memory_equal(gptr(h, buf, 512), expect, 512);
+	}
+}
+
+struct blk_discard_seg {
+	uint64_t sector;
+	uint32_t num_sectors;
+	uint32_t flags;
+} __attribute__((packed));
+
+static uint8_t blk_discard(struct harness *h, uint64_t sector, uint32_t nsect,
+			   uint32_t flags, int nseg)
+{
+	uint64_t d = galloc(h, 16ULL * nseg);
+	struct blk_discard_seg *ds = gptr(h, d, 16ULL * nseg);
+	uint64_t st = galloc(h, 1);
+	uint8_t *status = gptr(h, st, 1);
+	struct seg s[3] = {
+		{put_hdr(h, BLK_T_DISCARD, 0), 16, false},
+		{d, 16 * nseg, false},
+		{st, 1, true},
+	};
+
+	for (int i = 0; i < nseg; i++)
+		ds[i] = (struct blk_discard_seg){sector, nsect, flags};
+	*status = 0xee;
+	post(h, 0, s, 3, false);
+	kick(h, 0);
+	assert_true(wait_used(h, 0, 1));
+	return *status;
+}
+
+static void test_blk_discard(void **state)
+{
+	struct harness *h = *state;
+	uint64_t buf;
+	uint8_t zero[8192] = {0};
+
+	blk_start(h, false);
+	if (!(h->features & (1ULL << BLK_F_DISCARD))) {
+		/* Not offered (no hole punching here): UNSUPP. */
+		assert_int_equal(blk_discard(h, 0, 8, 0, 1), BLK_S_UNSUPP);
+		skip();
+	}
+	buf = galloc(h, 8192);
+	fill_pattern(gptr(h, buf, 8192), 8192, 5);
+	assert_int_equal(blk_do(h, BLK_T_OUT, 16, buf, 8192, NULL), BLK_S_OK);
+	assert_int_equal(blk_discard(h, 16, 16, 0, 1), BLK_S_OK);
+	memset(gptr(h, buf, 8192), 0xaa, 8192);
+	assert_int_equal(blk_do(h, BLK_T_IN, 16, buf, 8192, NULL), BLK_S_OK);
+	assert_memory_equal(gptr(h, buf, 8192), zero, 8192);
+	/* unmap flag on discard: UNSUPP; out of range: IOERR; too many
+	 * segments: IOERR. */
+	assert_int_equal(blk_discard(h, 0, 8, 1, 1), BLK_S_UNSUPP);
+	assert_int_equal(blk_discard(h, DISK_SECTORS - 4, 8, 0, 1),
+			 BLK_S_IOERR);
+	assert_int_equal(blk_discard(h, 0, 8, 0, 2), BLK_S_IOERR);
+
+	/* Without the feature negotiated: UNSUPP. */
+	restart_device(h);
+	stop_device(h);
+	start_device(h, h->vd, 1ULL << BLK_F_FLUSH);
+	assert_int_equal(blk_discard(h, 0, 8, 0, 1), BLK_S_UNSUPP);
+}
+
+/* Reset with requests queued and in flight; then the device works. */
+static void test_blk_reset_in_flight(void **state)
+{
+	struct harness *h = *state;
+
+	blk_start_f(h, false,
+		    (1ULL << BLK_F_FLUSH) | (1ULL << VIRTIO_F_INDIRECT_DESC));
+	for (int i = 0; i < 150; i++)
+		blk_post(h, i % 3 ? BLK_T_OUT : BLK_T_FLUSH, i,
+			 i % 3 ? galloc(h, 4096) : 0, i % 3 ? 4096 : 0, true);
+	kick(h, 0);
+	restart_device(h);
+	h->next_data = DATA_BASE;
+	assert_int_equal(blk_do(h, BLK_T_FLUSH, 0, 0, 0, NULL), BLK_S_OK);
+	assert_int_equal(blk_do(h, BLK_T_IN, 0, galloc(h, 512), 512, NULL),
+			 BLK_S_OK);
+}
+
+/* ======================================================================
+ * virtio-net
+ * ====================================================================== */
+
+/* Create a tap-backed device, or skip the test if this host cannot. */
+static void net_create_or_skip(struct harness *h, const uint8_t *mac)
+{
+	struct err e = {0};
+	int fd = open("/dev/net/tun", O_RDWR);
+	int rc;
+
+	if (fd < 0) {
+		print_message("no /dev/net/tun (%s): skipping\n",
+			      strerror(errno));
+		skip();
+	}
+	close(fd);
+	rc = virtio_net_create(&h->net, &h->mem, NULL, mac, &e);
+	if (rc == -EPERM || rc == -EACCES || rc == -ENODEV || rc == -EBADFD) {
+		print_message("cannot create a tap (%s): skipping\n", e.msg);
+		skip();
+	}
+	assert_int_equal(rc, 0);
+}
+
+/* Up, without IPv6 (no router solicitations on our wire). */
+static void tap_up(const char *name)
+{
+	struct ifreq ifr;
+	char path[128];
+	int s, fd;
+
+	snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6",
+		 name);
+	fd = open(path, O_WRONLY);
+	if (fd >= 0) {
+		assert_int_equal(write(fd, "1", 1), 1);
+		close(fd);
+	}
+	s = socket(AF_INET, SOCK_DGRAM, 0);
+	assert_true(s >= 0);
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	assert_int_equal(ioctl(s, SIOCGIFFLAGS, &ifr), 0);
+	ifr.ifr_flags |= IFF_UP;
+	assert_int_equal(ioctl(s, SIOCSIFFLAGS, &ifr), 0);
+	close(s);
+}
+
+static int packet_socket(const char *name)
+{
+	struct sockaddr_ll sll;
+	int s = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+
+	assert_true(s >= 0);
+	memset(&sll, 0, sizeof(sll));
+	sll.sll_family = AF_PACKET;
+	sll.sll_protocol = htons(ETH_P_ALL);
+	sll.sll_ifindex = if_nametoindex(name);
+	assert_true(sll.sll_ifindex > 0);
+	assert_int_equal(bind(s, (struct sockaddr *)&sll, sizeof(sll)), 0);
+	return s;
+}
+
+static size_t make_frame(uint8_t *f, const uint8_t dst[6], const uint8_t src[6],
+			 const char *text, size_t len)
+{
+	memcpy(f, dst, 6);
+	memcpy(f + 6, src, 6);
+	f[12] = TEST_ETHERTYPE >> 8;
+	f[13] = TEST_ETHERTYPE & 0xff;
+	memset(f + 14, 0, len - 14);
+	memcpy(f + 14, text, strlen(text));
+	return len;
+}
+
+static const uint8_t test_mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
+static const uint8_t host_mac[6] = {0x02, 0x00, 0x00, 0x00, 0x00, 0x01};
+static const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+
+static void test_net_config(void **state)
+{
+	struct harness *h = *state;
+	struct virtio_device *vd;
+	uint8_t cfg[8];
+	uint16_t status;
+	struct virtio_net *n2 = NULL;
+	struct err e = {0};
+	uint8_t mcast[6] = {0x01, 0, 0, 0, 0, 1};
+
+	net_create_or_skip(h, test_mac);
+	vd = virtio_net_device(h->net);
+	assert_int_equal(vd->device_id, VIRTIO_ID_NET);
+	assert_int_equal(vd->num_queues, 2);
+	assert_int_equal(strncmp(virtio_net_tap_name(h->net), "dvmmtap", 7), 0);
+	assert_true(vd->ops->features(vd) & (1ULL << NET_F_MAC));
+	assert_true(vd->ops->features(vd) & (1ULL << NET_F_STATUS));
+	vd->ops->config_read(vd, 0, cfg, sizeof(cfg));
+	assert_memory_equal(cfg, test_mac, 6);
+	memcpy(&status, cfg + 6, 2);
+	assert_int_equal(status, 1);
+
+	/* Random MAC: locally administered unicast. */
+	assert_int_equal(virtio_net_create(&n2, &h->mem, NULL, NULL, &e), 0);
+	vd = virtio_net_device(n2);
+	vd->ops->config_read(vd, 0, cfg, 6);
+	assert_int_equal(cfg[0] & 3, 2);
+	assert_string_not_equal(virtio_net_tap_name(n2),
+				virtio_net_tap_name(h->net));
+	virtio_net_destroy(n2);
+
+	assert_int_equal(virtio_net_create(&n2, &h->mem, NULL, mcast, &e),
+			 -EINVAL);
+	assert_null(n2);
+	assert_int_equal(virtio_net_create(&n2, &h->mem,
+					   "a-name-that-is-far-too-long", NULL,
+					   &e),
+			 -EINVAL);
+}
+
+/* Read frames from the packet socket until our test frame shows up. */
+static ssize_t pkt_recv_test_frame(int s, uint8_t *buf, size_t cap)
+{
+	struct timespec t0, now;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		struct pollfd p = {.fd = s, .events = POLLIN};
+		struct sockaddr_ll from;
+		socklen_t fl = sizeof(from);
+		ssize_t n;
+		long ms;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		ms = (now.tv_sec - t0.tv_sec) * 1000 +
+		     (now.tv_nsec - t0.tv_nsec) / 1000000;
+		if (ms >= WAIT_MS)
+			return -1;
+		if (poll(&p, 1, WAIT_MS - ms) <= 0)
+			continue;
+		n = recvfrom(s, buf, cap, 0, (struct sockaddr *)&from, &fl);
+		if (n < 14 || from.sll_pkttype == PACKET_OUTGOING)
+			continue;
+		if (buf[12] == (TEST_ETHERTYPE >> 8) &&
+		    buf[13] == (TEST_ETHERTYPE & 0xff))
+			return n;
+	}
+}
+
+static void test_net_tx(void **state)
+{
+	struct harness *h = *state;
+	uint8_t frame[64], got[2048];
+	uint64_t hdr, body, tiny;
+	struct virtio_net_stats st;
+	struct seg s[2];
+	ssize_t n;
+
+	net_create_or_skip(h, test_mac);
+	tap_up(virtio_net_tap_name(h->net));
+	h->pkt = packet_socket(virtio_net_tap_name(h->net));
+	start_device(h, virtio_net_device(h->net),
+		     (1ULL << NET_F_MAC) | (1ULL << NET_F_STATUS));
+
+	/* Header and frame in separate descriptors; the driver's header is
+	 * junk, which must not reach the tap as offload requests. */
+	make_frame(frame, bcast, test_mac, "dvmm tx test", sizeof(frame));
+	hdr = galloc(h, NET_HDR);
+	memset(gptr(h, hdr, NET_HDR), 0x5a, NET_HDR);
+	body = galloc(h, sizeof(frame));
+	memcpy(gptr(h, body, sizeof(frame)), frame, sizeof(frame));
+	s[0] = (struct seg){hdr, NET_HDR, false};
+	s[1] = (struct seg){body, sizeof(frame), false};
+	post(h, 1, s, 2, false);
+	kick(h, 1);
+	assert_true(wait_used(h, 1, 1));
+	assert_int_equal(last_used(h, 1).len, 0);
+	n = pkt_recv_test_frame(h->pkt, got, sizeof(got));
+	assert_int_equal(n, sizeof(frame));
+	assert_memory_equal(got, frame, sizeof(frame));
+
+	/* A chain shorter than the header: dropped, still returned. */
+	tiny = galloc(h, 4);
+	s[0] = (struct seg){tiny, 4, false};
+	post(h, 1, s, 1, false);
+	kick(h, 1);
+	assert_true(wait_used(h, 1, 1));
+	virtio_net_get_stats(h->net, &st);
+	assert_int_equal(st.tx_packets, 1);
+	assert_int_equal(st.tx_bytes, sizeof(frame));
+	assert_int_equal(st.tx_dropped, 1);
+}
+
+static uint64_t post_rx_buf(struct harness *h, uint32_t len, bool split)
+{
+	uint64_t b = galloc(h, len);
+
+	memset(gptr(h, b, len), 0xcc, len);
+	if (split) {
+		struct seg s[2] = {{b, NET_HDR, true},
+				   {b + NET_HDR, len - NET_HDR, true}};
+
+		post(h, 0, s, 2, false);
+	} else {
+		struct seg s = {b, len, true};
+
+		post(h, 0, &s, 1, false);
+	}
+	return b;
+}
+
+static void pkt_send(struct harness *h, const uint8_t *f, size_t len)
+{
+	assert_int_equal(send(h->pkt, f, len, 0), (ssize_t)len);
+}
+
+/*
+ * Wait until the frame @f lands in the (single, big) receive buffer @buf.
+ * A frame of the host's own (nothing should send any, but a host may)
+ * is skipped: a fresh buffer is posted and the wait goes on.
+ */
+static void rx_expect(struct harness *h, uint64_t buf, const uint8_t *f,
+		      size_t flen)
+{
+	for (int tries = 0; tries < 16; tries++) {
+		uint8_t zero_hdr[10] = {0};
+		struct vring_used_elem u;
+		uint16_t nbuf;
+
+		assert_true(wait_used(h, 0, 1));
+		u = last_used(h, 0);
+		if (u.len == NET_HDR + flen &&
+		    !memcmp(gptr(h, buf + NET_HDR, flen), f, flen)) {
+			assert_memory_equal(gptr(h, buf, 10), zero_hdr, 10);
+			memcpy(&nbuf, gptr(h, buf + 10, 2), 2);
+			assert_int_equal(nbuf, 1);
+			return;
+		}
+		buf = post_rx_buf(h, NET_HDR + 1514, false);
+		kick(h, 0);
+	}
+	fail_msg("test frame never arrived");
+}
+
+static void test_net_rx(void **state)
+{
+	struct harness *h = *state;
+	uint8_t frame[100], big[600], small[20];
+	uint64_t b0, b1, b2;
+	struct virtio_net_stats st;
+
+	net_create_or_skip(h, test_mac);
+	tap_up(virtio_net_tap_name(h->net));
+	h->pkt = packet_socket(virtio_net_tap_name(h->net));
+	start_device(h, virtio_net_device(h->net),
+		     (1ULL << NET_F_MAC) | (1ULL << NET_F_STATUS));
+
+	/* No buffers yet: the frame waits in the tap. */
+	make_frame(frame, test_mac, host_mac, "dvmm rx 1", sizeof(frame));
+	pkt_send(h, frame, sizeof(frame));
+	b0 = post_rx_buf(h, NET_HDR + 1514, true);
+	kick(h, 0);
+	rx_expect(h, b0, frame, sizeof(frame));
+
+	/* A buffer too small for the next frame: that frame is dropped and
+	 * the buffer takes the one after. */
+	b1 = post_rx_buf(h, NET_HDR + sizeof(small), false);
+	kick(h, 0);
+	make_frame(big, test_mac, host_mac, "dvmm rx too big", sizeof(big));
+	pkt_send(h, big, sizeof(big));
+	make_frame(small, test_mac, host_mac, "rx 3", sizeof(small));
+	pkt_send(h, small, sizeof(small));
+	assert_true(wait_used(h, 0, 1));
+	assert_int_equal(last_used(h, 0).len, NET_HDR + sizeof(small));
+	assert_memory_equal(gptr(h, b1 + NET_HDR, sizeof(small)), small,
+			    sizeof(small));
+
+	/* Buffers ahead of frames. */
+	b2 = post_rx_buf(h, NET_HDR + 1514, false);
+	kick(h, 0);
+	make_frame(frame, test_mac, host_mac, "dvmm rx 4", sizeof(frame));
+	pkt_send(h, frame, sizeof(frame));
+	rx_expect(h, b2, frame, sizeof(frame));
+
+	virtio_net_get_stats(h->net, &st);
+	assert_true(st.rx_packets >= 3);
+	assert_true(st.rx_dropped >= 1);
+	assert_true(st.rx_bytes >= 2 * sizeof(frame) + sizeof(small));
+}
+
+/* A receive buffer that cannot even hold the header breaks the ring. */
+static void test_net_rx_short_buffer_needs_reset(void **state)
+{
+	struct harness *h = *state;
+
+	net_create_or_skip(h, test_mac);
+	start_device(h, virtio_net_device(h->net),
+		     (1ULL << NET_F_MAC) | (1ULL << NET_F_STATUS));
+	post_rx_buf(h, 8, false);
+	kick(h, 0);
+	assert_true(wait_config_irq(h));
+	assert_true(virtio_needs_reset(h->vd));
+	restart_device(h);
+	assert_false(virtio_needs_reset(h->vd));
+}
+
+/* ======================================================================
+ * virtio-console
+ * ====================================================================== */
+
+static void con_start(struct harness *h, bool with_input)
+{
+	struct err e = {0};
+	int out[2], in[2] = {-1, -1};
+
+	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+	h->fds[0] = out[0];
+	h->fds[1] = out[1];
+	if (with_input) {
+		assert_int_equal(pipe2(in, O_CLOEXEC), 0);
+		h->fds[2] = in[0];
+		h->fds[3] = in[1];
+	}
+	assert_int_equal(
+		virtio_console_create(&h->con, &h->mem, out[1], in[0], &e), 0);
+	start_device(h, virtio_console_device(h->con), 0);
+}
+
+static void read_exact(int fd, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		struct pollfd pf = {.fd = fd, .events = POLLIN};
+		ssize_t n;
+
+		assert_true(poll(&pf, 1, WAIT_MS) == 1);
+		n = read(fd, p, len);
+		assert_true(n > 0);
+		p += n;
+		len -= n;
+	}
+}
+
+static void test_console_tx(void **state)
+{
+	struct harness *h = *state;
+	uint64_t a, b;
+	char got[12];
+	struct seg s[2];
+	uint8_t cfg[12], zero[12] = {0};
+
+	con_start(h, false);
+	assert_int_equal(h->vd->device_id, VIRTIO_ID_CONSOLE);
+	h->vd->ops->config_read(h->vd, 0, cfg, 4);
+	assert_memory_equal(cfg, zero, 4); /* cols, rows 0 */
+	a = galloc(h, 6);
+	b = galloc(h, 6);
+	memcpy(gptr(h, a, 6), "hello ", 6);
+	memcpy(gptr(h, b, 6), "world\n", 6);
+	s[0] = (struct seg){a, 6, false};
+	s[1] = (struct seg){b, 6, false};
+	post(h, 1, s, 2, false);
+	kick(h, 1);
+	assert_true(wait_used(h, 1, 1));
+	assert_int_equal(last_used(h, 1).len, 0);
+	read_exact(h->fds[0], got, sizeof(got));
+	assert_memory_equal(got, "hello world\n", 12);
+}
+
+/* More than a pipe holds: written in pieces while the reader drains. */
+static void test_console_tx_large(void **state)
+{
+	struct harness *h = *state;
+	enum { LEN = 300 * 1024 };
+	uint64_t buf;
+	uint8_t *got = malloc(LEN);
+	struct seg s;
+
+	assert_non_null(got);
+	con_start(h, false);
+	buf = galloc(h, LEN);
+	fill_pattern(gptr(h, buf, LEN), LEN, 11);
+	s = (struct seg){buf, LEN, false};
+	post(h, 1, &s, 1, false);
+	kick(h, 1);
+	read_exact(h->fds[0], got, LEN);
+	assert_memory_equal(got, gptr(h, buf, LEN), LEN);
+	assert_true(wait_used(h, 1, 1));
+	free(got);
+}
+
+/* Reset while the output is stuck on a full pipe: reset still returns. */
+static void test_console_reset_while_blocked(void **state)
+{
+	struct harness *h = *state;
+	uint8_t junk[4096];
+	uint64_t buf;
+	struct seg s;
+	int fl;
+
+	con_start(h, false);
+	fl = fcntl(h->fds[1], F_GETFL);
+	assert_int_equal(fcntl(h->fds[1], F_SETFL, fl | O_NONBLOCK), 0);
+	memset(junk, 'x', sizeof(junk));
+	while (write(h->fds[1], junk, sizeof(junk)) > 0)
+		;
+	assert_int_equal(errno, EAGAIN);
+	assert_int_equal(fcntl(h->fds[1], F_SETFL, fl), 0);
+
+	buf = galloc(h, 100);
+	s = (struct seg){buf, 100, false};
+	post(h, 1, &s, 1, false);
+	kick(h, 1);
+	stop_device(h);
+	assert_int_equal(used_idx(&h->ring[1]), 0);
+}
+
+static void test_console_rx(void **state)
+{
+	struct harness *h = *state;
+	uint64_t b;
+	struct seg s;
+
+	con_start(h, true);
+	assert_int_equal(write(h->fds[3], "abc", 3), 3);
+	b = galloc(h, 64);
+	s = (struct seg){b, 64, true};
+	post(h, 0, &s, 1, false);
+	kick(h, 0);
+	assert_true(wait_used(h, 0, 1));
+	assert_int_equal(last_used(h, 0).len, 3);
+	assert_memory_equal(gptr(h, b, 3), "abc", 3);
+
+	/* Buffer first, input later. */
+	b = galloc(h, 64);
+	s = (struct seg){b, 64, true};
+	post(h, 0, &s, 1, false);
+	kick(h, 0);
+	assert_int_equal(write(h->fds[3], "xyz!", 4), 4);
+	assert_true(wait_used(h, 0, 1));
+	assert_int_equal(last_used(h, 0).len, 4);
+	assert_memory_equal(gptr(h, b, 4), "xyz!", 4);
+}
+
+/* ======================================================================
+ * virtio-rng
+ * ====================================================================== */
+
+static void rng_start(struct harness *h)
+{
+	struct err e = {0};
+
+	assert_int_equal(virtio_rng_create(&h->rng, &h->mem, &e), 0);
+	start_device(h, virtio_rng_device(h->rng), 0);
+}
+
+static bool all_zero(const uint8_t *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+static void test_rng(void **state)
+{
+	struct harness *h = *state;
+	uint64_t a, b, c;
+	struct seg s[2];
+	uint16_t ids[3];
+	uint32_t lens[3] = {0};
+
+	rng_start(h);
+	assert_int_equal(h->vd->device_id, VIRTIO_ID_RNG);
+	a = galloc(h, 64);
+	memset(gptr(h, a, 64), 0, 64);
+	s[0] = (struct seg){a, 64, true};
+	ids[0] = post(h, 0, s, 1, false);
+	b = galloc(h, 1000);
+	memset(gptr(h, b, 1000), 0, 1000);
+	s[0] = (struct seg){b, 400, true};
+	s[1] = (struct seg){b + 400, 600, true};
+	ids[1] = post(h, 0, s, 2, false);
+	c = galloc(h, 128 * 1024);
+	memset(gptr(h, c, 128 * 1024), 0, 128 * 1024);
+	s[0] = (struct seg){c, 128 * 1024, true};
+	ids[2] = post(h, 0, s, 1, false);
+	kick(h, 0);
+	assert_true(wait_used(h, 0, 3));
+	for (int i = 0; i < 3; i++) {
+		struct vring_used_elem u = used_elem(h, 0, i);
+
+		for (int j = 0; j < 3; j++)
+			if (u.id == ids[j])
+				lens[j] = u.len;
+	}
+	assert_int_equal(lens[0], 64);
+	assert_int_equal(lens[1], 1000);
+	assert_int_equal(lens[2], 64 * 1024);
+	assert_false(all_zero(gptr(h, a, 64), 64));
+	assert_false(all_zero(gptr(h, b + 600, 400), 400));
+	assert_false(all_zero(gptr(h, c + 60 * 1024, 4096), 4096));
+	/* Past the cap nothing was written. */
+	assert_true(all_zero(gptr(h, c + 64 * 1024, 64 * 1024), 64 * 1024));
+}
+
+static void test_rng_readonly_buffer_needs_reset(void **state)
+{
+	struct harness *h = *state;
+	struct seg s;
+
+	rng_start(h);
+	s = (struct seg){galloc(h, 16), 16, false};
+	post(h, 0, &s, 1, false);
+	kick(h, 0);
+	assert_true(wait_config_irq(h));
+	assert_true(virtio_needs_reset(h->vd));
+	restart_device(h);
+	s = (struct seg){galloc(h, 16), 16, true};
+	post(h, 0, &s, 1, false);
+	kick(h, 0);
+	assert_true(wait_used(h, 0, 1));
+	assert_int_equal(last_used(h, 0).len, 16);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+	const struct CMUnitTest tests[] = {
+		T(test_blk_config_and_features),
+		T(test_blk_create_errors),
+		T(test_blk_write_read),
+		T(test_blk_scattered),
+		T(test_blk_flush_and_get_id),
+		T(test_blk_bad_requests),
+		T(test_blk_readonly),
+		T(test_blk_no_status_needs_reset),
+		T(test_blk_bad_descriptor_needs_reset),
+		T(test_blk_many_in_flight),
+		T(test_blk_writethrough_without_flush),
+		T(test_blk_discard),
+		T(test_blk_reset_in_flight),
+		T(test_net_config),
+		T(test_net_tx),
+		T(test_net_rx),
+		T(test_net_rx_short_buffer_needs_reset),
+		T(test_console_tx),
+		T(test_console_tx_large),
+		T(test_console_reset_while_blocked),
+		T(test_console_rx),
+		T(test_rng),
+		T(test_rng_readonly_buffer_needs_reset),
+	};
+
+	log_set_level(LOG_ERR);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
