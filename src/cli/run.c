@@ -32,6 +32,7 @@ struct run_options {
 	struct machine_config mc;
 	const char *api_path;
 	const char *console;
+	const char *vconsole;
 };
 
 /* The VM as the control socket and the signal thread see it. */
@@ -58,6 +59,14 @@ void run_usage(FILE *f)
 		"(default stdio)\n"
 		"  --api PATH          control socket (see dvmm ctl)\n"
 		"  --kvm PATH          KVM device (default /dev/kvm)\n"
+		"  --disk PATH[,readonly]   virtio-blk on a raw image "
+		"(repeatable)\n"
+		"  --net tap[=NAME][,mac=XX:XX:XX:XX:XX:XX]   virtio-net on a "
+		"tap (repeatable)\n"
+		"  --rng               virtio-rng fed by the host's getrandom\n"
+		"  --vconsole file:PATH   virtio-console, output to PATH\n"
+		"  --doorbell ioeventfd|poll   how virtqueue kicks reach dvmm "
+		"(default ioeventfd)\n"
 		"  -v, --verbose       more log lines (repeat for debug)\n",
 		VM_MAX_CPUS);
 }
@@ -111,6 +120,11 @@ enum {
 	OPT_CONSOLE,
 	OPT_API,
 	OPT_KVM,
+	OPT_DISK,
+	OPT_NET,
+	OPT_RNG,
+	OPT_VCONSOLE,
+	OPT_DOORBELL,
 	OPT_HELP,
 };
 
@@ -123,10 +137,87 @@ static const struct option run_long_opts[] = {
 	{ "console", required_argument, NULL, OPT_CONSOLE },
 	{ "api", required_argument, NULL, OPT_API },
 	{ "kvm", required_argument, NULL, OPT_KVM },
+	{ "disk", required_argument, NULL, OPT_DISK },
+	{ "net", required_argument, NULL, OPT_NET },
+	{ "rng", no_argument, NULL, OPT_RNG },
+	{ "vconsole", required_argument, NULL, OPT_VCONSOLE },
+	{ "doorbell", required_argument, NULL, OPT_DOORBELL },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
+
+/* --disk PATH[,readonly] */
+static int parse_disk(char *arg, struct machine_config *mc)
+{
+	struct machine_disk *d;
+	char *opt;
+
+	if (mc->ndisks >= MACHINE_MAX_DISKS)
+		return usage_error("at most %s --disk options", "8");
+	d = &mc->disk[mc->ndisks];
+	opt = strchr(arg, ',');
+	if (opt) {
+		*opt++ = '\0';
+		if (strcmp(opt, "readonly") != 0)
+			return usage_error("--disk option '%s' unknown; only "
+					   "'readonly'",
+					   opt);
+		d->readonly = true;
+	}
+	if (!arg[0])
+		return usage_error("%s", "--disk needs a PATH");
+	d->path = arg;
+	mc->ndisks++;
+	return 0;
+}
+
+/* --net tap[=NAME][,mac=...] */
+static int parse_net(char *arg, struct machine_config *mc)
+{
+	struct machine_nic *n;
+	char *tok, *save = NULL;
+
+	if (mc->nnics >= MACHINE_MAX_NICS)
+		return usage_error("at most %s --net options", "8");
+	n = &mc->nic[mc->nnics];
+	for (tok = strtok_r(arg, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		if (strcmp(tok, "tap") == 0) {
+			n->tap = NULL;
+		} else if (strncmp(tok, "tap=", 4) == 0 && tok[4]) {
+			if (strlen(tok + 4) >= 16)
+				return usage_error("--net tap name '%s' is "
+						   "longer than 15 characters",
+						   tok + 4);
+			n->tap = tok + 4;
+		} else if (strncmp(tok, "mac=", 4) == 0) {
+			if (parse_mac(tok + 4, n->mac))
+				return usage_error("--net mac '%s' is not "
+						   "like 52:54:00:12:34:56",
+						   tok + 4);
+			n->has_mac = true;
+		} else {
+			return usage_error("--net option '%s' unknown; use "
+					   "tap[=NAME] and mac=MAC",
+					   tok);
+		}
+	}
+	mc->nnics++;
+	return 0;
+}
+
+static int parse_doorbell(const char *arg, struct machine_config *mc)
+{
+	if (strcmp(arg, "ioeventfd") == 0)
+		mc->doorbell = DOORBELL_IOEVENTFD;
+	else if (strcmp(arg, "poll") == 0)
+		mc->doorbell = DOORBELL_POLL;
+	else
+		return usage_error("--doorbell '%s' must be ioeventfd or poll",
+				   arg);
+	return 0;
+}
 
 /* Returns 0, 1 for --help, or -exit_status. */
 static int parse_run_options(int argc, char **argv, struct run_options *o)
@@ -138,6 +229,7 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 	o->mc.ncpus = 1;
 	o->mc.ram_size = DEFAULT_RAM;
 	o->console = "stdio";
+	o->mc.vconsole_out_fd = -1;
 	opterr = 0;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "v", run_long_opts, NULL)) != -1) {
@@ -171,6 +263,27 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 			break;
 		case OPT_KVM:
 			o->mc.kvm_path = optarg;
+			break;
+		case OPT_DISK:
+			rc = parse_disk(optarg, &o->mc);
+			if (rc)
+				return rc;
+			break;
+		case OPT_NET:
+			rc = parse_net(optarg, &o->mc);
+			if (rc)
+				return rc;
+			break;
+		case OPT_RNG:
+			o->mc.rng = true;
+			break;
+		case OPT_VCONSOLE:
+			o->vconsole = optarg;
+			break;
+		case OPT_DOORBELL:
+			rc = parse_doorbell(optarg, &o->mc);
+			if (rc)
+				return rc;
 			break;
 		case 'v':
 			verbose++;
@@ -222,6 +335,26 @@ static int open_console(struct run_options *o)
 	if (fd < 0)
 		return -EXIT_FAILURE_VMM;
 	o->mc.console_out_fd = fd;
+	return 0;
+}
+
+static int open_vconsole(struct run_options *o)
+{
+	int fd;
+
+	if (!o->vconsole)
+		return 0;
+	if (strncmp(o->vconsole, "file:", 5) != 0 || !o->vconsole[5])
+		return usage_error("--vconsole '%s' must be file:PATH",
+				   o->vconsole);
+	fd = open(o->vconsole + 5, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+		  0644);
+	if (fd < 0) {
+		fprintf(stderr, "dvmm: virtio-console file %s: %s\n",
+			o->vconsole + 5, strerror(errno));
+		return -EXIT_FAILURE_VMM;
+	}
+	o->mc.vconsole_out_fd = fd;
 	return 0;
 }
 
@@ -466,6 +599,8 @@ int run_main(int argc, char **argv)
 	if (rc < 0)
 		return -rc;
 	rc = open_console(&opt);
+	if (!rc)
+		rc = open_vconsole(&opt);
 	if (rc < 0)
 		return -rc;
 	memset(&r, 0, sizeof(r));

@@ -13,6 +13,7 @@
 #include "machine/machine.h"
 #include "machine/pvh.h"
 #include "util/log.h"
+#include "virtio/devices.h"
 
 enum machine_device_bit {
 	DEV_UART = 1u << 0,
@@ -20,6 +21,7 @@ enum machine_device_bit {
 	DEV_KBD = 1u << 2,
 	DEV_DBG = 1u << 3,
 	DEV_PM = 1u << 4,
+	DEV_PCI = 1u << 5,
 };
 
 /* NVRAM bytes that belong to the guest (not computed by the RTC itself). */
@@ -65,6 +67,11 @@ static int add_devices(struct machine *pc, const struct machine_config *cfg,
 	if (rc)
 		return err_set(e, rc, "cannot create the ACPI PM block");
 	pc->devices_up |= DEV_PM;
+	rc = pci_bus_init(&pc->pci, &vm->io, acpi_pm_reset_control_io,
+			  &pc->pm);
+	if (rc)
+		return err_set(e, rc, "cannot create the PCI bus");
+	pc->devices_up |= DEV_PCI;
 	if (cfg->console_in_fd >= 0) {
 		rc = uart8250_start_input(&pc->uart, cfg->console_in_fd);
 		if (rc)
@@ -86,6 +93,8 @@ static int write_acpi(struct machine *pc, int ncpus, struct err *e)
 		.reset_port = PORT_RESET_CONTROL,
 		.reset_value = 0x06,
 		.sci_irq = ACPI_SCI_IRQ,
+		.ecam_base = PCI_ECAM_BASE,
+		.ecam_bus_end = 0,
 	};
 	struct acpi_layout layout;
 	uint8_t *buf = calloc(1, LAYOUT_ACPI_MAX);
@@ -175,6 +184,126 @@ static int load_kernel(struct machine *pc, const struct machine_config *cfg,
 	return rc;
 }
 
+static struct virtio_device *virtio_of(struct machine_virtio *mv)
+{
+	switch (mv->kind) {
+	case VIRTIO_KIND_BLK:
+		return virtio_blk_device(mv->dev);
+	case VIRTIO_KIND_NET:
+		return virtio_net_device(mv->dev);
+	case VIRTIO_KIND_RNG:
+		return virtio_rng_device(mv->dev);
+	case VIRTIO_KIND_CONSOLE:
+		return virtio_console_device(mv->dev);
+	}
+	return NULL;
+}
+
+static void destroy_virtio_backend(struct machine_virtio *mv)
+{
+	switch (mv->kind) {
+	case VIRTIO_KIND_BLK:
+		virtio_blk_destroy(mv->dev);
+		break;
+	case VIRTIO_KIND_NET:
+		virtio_net_destroy(mv->dev);
+		break;
+	case VIRTIO_KIND_RNG:
+		virtio_rng_destroy(mv->dev);
+		break;
+	case VIRTIO_KIND_CONSOLE:
+		virtio_console_destroy(mv->dev);
+		break;
+	}
+	mv->dev = NULL;
+}
+
+/* Create the backend for slot @mv (kind and config already chosen). */
+static int create_virtio_backend(struct machine *pc, struct machine_virtio *mv,
+				 const struct machine_config *cfg, int index,
+				 struct err *e)
+{
+	const struct guest_mem *mem = &pc->vm.mem;
+	const struct machine_nic *nic;
+
+	switch (mv->kind) {
+	case VIRTIO_KIND_BLK:
+		return virtio_blk_create((struct virtio_blk **)&mv->dev, mem,
+					 cfg->disk[index].path,
+					 cfg->disk[index].readonly, e);
+	case VIRTIO_KIND_NET:
+		nic = &cfg->nic[index];
+		return virtio_net_create((struct virtio_net **)&mv->dev, mem,
+					 nic->tap, nic->has_mac ? nic->mac : NULL,
+					 e);
+	case VIRTIO_KIND_RNG:
+		return virtio_rng_create((struct virtio_rng **)&mv->dev, mem,
+					 e);
+	case VIRTIO_KIND_CONSOLE:
+		return virtio_console_create((struct virtio_console **)&mv->dev,
+					     mem, cfg->vconsole_out_fd, -1, e);
+	}
+	return -EINVAL;
+}
+
+static int add_virtio(struct machine *pc, const struct machine_config *cfg,
+		      enum virtio_kind kind, int index, struct err *e)
+{
+	struct machine_virtio *mv = &pc->virtio[pc->nvirtio];
+	int rc;
+
+	if (pc->nvirtio >= MACHINE_MAX_VIRTIO)
+		return err_set(e, -ENOSPC, "too many virtio devices");
+	mv->kind = kind;
+	rc = create_virtio_backend(pc, mv, cfg, index, e);
+	if (rc)
+		return rc;
+	pc->nvirtio++;
+	rc = virtio_pci_init(&mv->vp, virtio_of(mv), &pc->vm, &pc->pci,
+			     cfg->doorbell, pc->poller);
+	if (rc)
+		return err_set(e, rc, "cannot put %s on the PCI bus: %s",
+			       virtio_of(mv)->name, strerror(-rc));
+	mv->transport_up = true;
+	return 0;
+}
+
+static int add_virtio_devices(struct machine *pc,
+			      const struct machine_config *cfg, struct err *e)
+{
+	int rc = 0;
+
+	if (cfg->doorbell == DOORBELL_POLL) {
+		pc->poller = doorbell_poller_create();
+		if (!pc->poller)
+			return err_set(e, -ENOMEM,
+				       "cannot start the doorbell poller");
+	}
+	for (int i = 0; !rc && i < cfg->ndisks; i++)
+		rc = add_virtio(pc, cfg, VIRTIO_KIND_BLK, i, e);
+	for (int i = 0; !rc && i < cfg->nnics; i++)
+		rc = add_virtio(pc, cfg, VIRTIO_KIND_NET, i, e);
+	if (!rc && cfg->rng)
+		rc = add_virtio(pc, cfg, VIRTIO_KIND_RNG, 0, e);
+	if (!rc && cfg->vconsole_out_fd >= 0)
+		rc = add_virtio(pc, cfg, VIRTIO_KIND_CONSOLE, 0, e);
+	return rc;
+}
+
+static void destroy_virtio_devices(struct machine *pc)
+{
+	/* Transports first: they own the threads that call the devices. */
+	for (int i = 0; i < pc->nvirtio; i++)
+		if (pc->virtio[i].transport_up)
+			virtio_pci_destroy(&pc->virtio[i].vp);
+	if (pc->poller)
+		doorbell_poller_destroy(pc->poller);
+	pc->poller = NULL;
+	for (int i = 0; i < pc->nvirtio; i++)
+		destroy_virtio_backend(&pc->virtio[i]);
+	pc->nvirtio = 0;
+}
+
 int machine_create(struct machine *pc, const struct machine_config *cfg,
 		   const struct machine_persist *keep, struct err *e)
 {
@@ -189,6 +318,8 @@ int machine_create(struct machine *pc, const struct machine_config *cfg,
 	rc = vm_create(&pc->vm, &vcfg, e);
 	if (!rc)
 		rc = add_devices(pc, cfg, keep, e);
+	if (!rc)
+		rc = add_virtio_devices(pc, cfg, e);
 	if (!rc)
 		rc = write_acpi(pc, cfg->ncpus, e);
 	if (!rc)
@@ -217,6 +348,9 @@ static void save_persistent(struct machine *pc, struct machine_persist *keep)
 void machine_destroy(struct machine *pc, struct machine_persist *keep)
 {
 	/* Stop console input first: it may raise interrupts on the VM. */
+	destroy_virtio_devices(pc);
+	if (pc->devices_up & DEV_PCI)
+		pci_bus_destroy(&pc->pci);
 	if (pc->devices_up & DEV_UART)
 		uart8250_destroy(&pc->uart);
 	if (keep && (pc->devices_up & DEV_RTC))

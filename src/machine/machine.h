@@ -11,7 +11,24 @@
 
 #include "core/vm.h"
 #include "machine/devices.h"
+#include "machine/pci.h"
 #include "util/err.h"
+#include "virtio/virtio_pci.h"
+
+#define MACHINE_MAX_DISKS 8
+#define MACHINE_MAX_NICS 8
+#define MACHINE_MAX_VIRTIO (MACHINE_MAX_DISKS + MACHINE_MAX_NICS + 2)
+
+struct machine_disk {
+	const char *path;
+	bool readonly;
+};
+
+struct machine_nic {
+	const char *tap;          /* NULL: dvmm creates one */
+	bool has_mac;
+	uint8_t mac[6];
+};
 
 struct machine_config {
 	const char *kvm_path;
@@ -22,6 +39,24 @@ struct machine_config {
 	const char *cmdline;      /* NULL for empty */
 	int console_out_fd;
 	int console_in_fd;        /* -1 for no console input */
+	enum doorbell_mode doorbell;
+	int ndisks;
+	struct machine_disk disk[MACHINE_MAX_DISKS];
+	int nnics;
+	struct machine_nic nic[MACHINE_MAX_NICS];
+	bool rng;
+	int vconsole_out_fd;      /* -1: no virtio-console */
+};
+
+enum virtio_kind { VIRTIO_KIND_BLK, VIRTIO_KIND_NET, VIRTIO_KIND_RNG,
+		   VIRTIO_KIND_CONSOLE };
+
+/* One virtio device and its PCI transport. */
+struct machine_virtio {
+	enum virtio_kind kind;
+	void *dev;                /* struct virtio_blk / _net / ... */
+	struct virtio_pci vp;
+	bool transport_up;
 };
 
 /* What survives a guest reset, as on a real PC. */
@@ -38,6 +73,10 @@ struct machine {
 	struct i8042 kbd;
 	struct debug_exit dbg;
 	struct acpi_pm pm;
+	struct pci_bus pci;
+	struct doorbell_poller *poller;
+	int nvirtio;
+	struct machine_virtio virtio[MACHINE_MAX_VIRTIO];
 	unsigned int devices_up;  /* bit per device initialised */
 	uint32_t entry;
 };

@@ -154,7 +154,8 @@ int virtio_pci_init(struct virtio_pci *vp, struct virtio_device *vd,
  * kick thread or leave the poller, remove ioeventfds, irqfds, MSI routes
  * and the doorbell memslot, unregister the BAR ranges, close fds. The
  * device is detached from the bus's callbacks but stays in its slot (the
- * bus has no removal). vd->transport becomes a no-op.
+ * bus has no removal), so @vp must outlive the bus's use of it. Call it
+ * with the vCPUs stopped. vd->transport becomes a no-op.
  */
 void virtio_pci_destroy(struct virtio_pci *vp);
 
