@@ -47,7 +47,7 @@ run_dvmm() {
 	t=$1 out=$2
 	shift 2
 	RC=0
-	timeout -k 5 "$t" "$DVMM" "$@" </dev/null >"$out" 2>&1 || RC=$?
+	timeout -k 5 "$t" $IN_NS "$DVMM" "$@" </dev/null >"$out" 2>&1 || RC=$?
 	if [ "$RC" = 124 ] || [ "$RC" = 137 ]; then
 		echo "    dvmm timed out after ${t}s; output:" >&2
 		tail -20 "$out" | sed 's/^/      /' >&2
@@ -88,6 +88,13 @@ wait_for() {
 		}
 		sleep 0.05
 	done
+}
+
+# run_dvmm_ns NS TIMEOUT OUTFILE ARGS... : run_dvmm inside namespace NS.
+run_dvmm_ns() {
+	ns=$1
+	shift
+	IN_NS="ip netns exec $ns" run_dvmm "$@"
 }
 
 # start_dvmm_bg OUTFILE ARGS... : start dvmm in the background; sets BGPID.

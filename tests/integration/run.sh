@@ -179,6 +179,83 @@ t_qemu_runs_same_elf() {
 	expect_rc 1 && expect_passes "$TMP/out" boot acpi smp timer ipi syscall tsc
 }
 
+# ---- virtio (issue 3) ----
+TOOLS=$ROOT/build/tools
+
+virtio_devices() { # doorbell-mode
+	truncate -s 16M "$TMP/disk.img"
+	run_dvmm 240 "$TMP/out" run --cpus 2 --memory 256M --kernel "$GUEST" \
+		--disk "$TMP/disk.img" --rng --vconsole "file:$TMP/vcon" \
+		--doorbell "$1" --cmdline "tests=pci,blk,rng,badring,vconsole blk_seed=7"
+	expect_rc 0 && expect_passes "$TMP/out" pci blk rng badring vconsole ||
+		return 1
+	"$TOOLS/blkcheck" "$TMP/disk.img" 7 >"$TMP/chk" ||
+		fail "image contents: $(cat "$TMP/chk")" || return 1
+	grep -q 'virtio-console says hello' "$TMP/vcon" ||
+		fail "virtio-console output missing" || return 1
+	n=$(grep -c 'device needs reset' "$TMP/out")
+	[ "$n" = 1 ] || fail "NEEDS_RESET logged $n times, expected once"
+}
+
+t_virtio_ioeventfd() { virtio_devices ioeventfd; }
+t_virtio_poll() { virtio_devices poll; }
+
+t_virtio_asan() {
+	truncate -s 4M "$TMP/disk.img"
+	DVMM=$ROOT/build/asan/dvmm run_dvmm 240 "$TMP/out" run --cpus 2 \
+		--memory 128M --kernel "$GUEST" --disk "$TMP/disk.img" --rng \
+		--cmdline "tests=pci,blk,rng,badring"
+	expect_rc 0 && expect_passes "$TMP/out" pci blk rng badring &&
+		! grep -q 'Sanitizer' "$TMP/out" || fail "sanitizer report"
+}
+
+t_blk_readonly() {
+	head -c 4M /dev/urandom >"$TMP/ro.img"
+	before=$(md5sum <"$TMP/ro.img")
+	run_dvmm 120 "$TMP/out" run --kernel "$GUEST" \
+		--disk "$TMP/ro.img,readonly" --cmdline "tests=blk"
+	expect_rc 0 && grep -q '^PASS blk: read-only disk rejects writes' \
+		"$TMP/out" || fail "output: $(tail -3 "$TMP/out")" || return 1
+	[ "$(md5sum <"$TMP/ro.img")" = "$before" ] ||
+		fail "read-only image was modified"
+}
+
+# The guest talks ARP, ICMP and UDP to a peer on the host side of a tap
+# that lives in a namespace this test creates and removes.
+net_test() { # doorbell-mode
+	make_netns "net-$1" || return 1
+	ip netns exec "$NS" "$TOOLS/udp_echo" $NET_HOST_ADDR $NET_PORT 200 \
+		>"$TMP/echo" 2>&1 &
+	BG_PIDS="$BG_PIDS $!"
+	wait_for "grep -q ready $TMP/echo" 20 "the UDP echo server" || return 1
+	run_dvmm_ns "$NS" 240 "$TMP/out" run --cpus 2 \
+		--kernel "$GUEST" --net tap=tap0 --doorbell "$1" \
+		--cmdline "tests=pci,net net_ip=$NET_GUEST_ADDR net_peer=$NET_HOST_ADDR net_port=$NET_PORT"
+	expect_rc 0 && expect_passes "$TMP/out" pci net || return 1
+	grep -q '^echoed [1-9]' "$TMP/echo" ||
+		fail "the host-side echo server saw no datagram" || return 1
+	rx=$(ip -n "$NS" -s -j link show tap0 | grep -o '"rx":{[^}]*' |
+		grep -o '"packets":[0-9]*' | cut -d: -f2)
+	[ "${rx:-0}" -gt 0 ] || fail "tap0 counted no packets from the guest"
+}
+
+t_net_ioeventfd() { net_test ioeventfd; }
+t_net_poll() { net_test poll; }
+
+t_virtio_bad_options() {
+	run_dvmm 20 "$TMP/out" run --kernel "$GUEST" --disk "$TMP/none.img"
+	expect_rc 1 && one_line "$TMP/out" && grep -q none.img "$TMP/out" ||
+		return 1
+	head -c 1000 /dev/zero >"$TMP/odd.img"
+	run_dvmm 20 "$TMP/out" run --kernel "$GUEST" --disk "$TMP/odd.img"
+	expect_rc 1 && one_line "$TMP/out" && grep -q odd.img "$TMP/out" ||
+		return 1
+	run_dvmm 20 "$TMP/out" run --kernel "$GUEST" --doorbell sometimes
+	expect_rc 2 && one_line "$TMP/out" || return 1
+	run_dvmm 20 "$TMP/out" run --kernel "$GUEST" --net tap,mac=zz
+	expect_rc 2 && one_line "$TMP/out"
+}
+
 TESTS=${*:-$(declare -F | awk '{print $3}' | grep '^t_')}
 st=0
 for t in $TESTS; do
