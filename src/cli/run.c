@@ -437,6 +437,28 @@ static json_t *vcpu_stats(struct vm *vm, int cpu, uint64_t *totals)
 			 "exits_total", (json_int_t)sum);
 }
 
+static json_t *virtio_stats(struct machine *pc)
+{
+	json_t *devs = json_array();
+
+	for (int i = 0; i < pc->nvirtio; i++) {
+		struct virtio_pci *vp = &pc->virtio[i].vp;
+
+		json_array_append_new(
+			devs,
+			json_pack("{s:s, s:i, s:I, s:I, s:b}", "name",
+				  vp->vd->name, "pci_slot", vp->pci.slot,
+				  "kicks",
+				  (json_int_t)__atomic_load_n(&vp->kicks,
+							      __ATOMIC_RELAXED),
+				  "interrupts",
+				  (json_int_t)__atomic_load_n(&vp->interrupts,
+							      __ATOMIC_RELAXED),
+				  "needs_reset", virtio_needs_reset(vp->vd)));
+	}
+	return devs;
+}
+
 static json_t *vm_stats(struct machine *pc)
 {
 	uint64_t totals[VCPU_EXIT_KINDS] = { 0 };
@@ -447,10 +469,11 @@ static json_t *vm_stats(struct machine *pc)
 	for (int k = 0; k < VCPU_EXIT_KINDS; k++)
 		json_object_set_new(sum, vcpu_exit_kind_names[k],
 				    json_integer((json_int_t)totals[k]));
-	return json_pack("{s:s, s:f, s:o, s:o, s:I}", "state",
+	return json_pack("{s:s, s:f, s:o, s:o, s:I, s:o}", "state",
 			 vm_state_names[vm_get_state(&pc->vm)], "uptime_s",
 			 vm_uptime(&pc->vm), "exits", sum, "vcpus", cpus,
-			 "console_tx_bytes", (json_int_t)pc->uart.tx_bytes);
+			 "console_tx_bytes", (json_int_t)pc->uart.tx_bytes,
+			 "virtio", virtio_stats(pc));
 }
 
 static json_t *op_stats(void *ctx)

@@ -122,14 +122,15 @@ t_memory_too_large() {
 t_control_socket() {
 	sock=$TMP/api.sock
 	start_dvmm_bg "$TMP/out" run --cpus 2 --kernel "$GUEST" --api "$sock" \
-		--cmdline "tests=idle"
+		--rng --cmdline "tests=idle"
 	pid=$BGPID
 	wait_for "[ -S $sock ]" 30 "the control socket" || return 1
 	wait_for "grep -q '^INFO tick 3' $TMP/out" 60 "guest ticks" || return 1
 	"$DVMM" ctl "$sock" status >"$TMP/st" || fail "status failed" || return 1
 	grep -q '"state": "running"' "$TMP/st" && grep -q '"vcpus": 2' "$TMP/st" ||
 		fail "bad status: $(cat "$TMP/st")" || return 1
-	"$DVMM" ctl "$sock" stats >"$TMP/sx" && grep -q '"io"' "$TMP/sx" ||
+	"$DVMM" ctl "$sock" stats >"$TMP/sx" && grep -q '"io"' "$TMP/sx" &&
+		grep -q '"name": "virtio-rng"' "$TMP/sx" ||
 		fail "bad stats: $(cat "$TMP/sx")" || return 1
 	"$DVMM" ctl "$sock" pause >/dev/null || fail "pause failed" || return 1
 	"$DVMM" ctl "$sock" status | grep -q '"state": "paused"' ||
