@@ -3,14 +3,17 @@
  * guest: RSDP, XSDT, FADT (with its FACS), DSDT, MADT and, when the
  * machine has PCI ECAM, MCFG, laid out in one buffer in that order. The
  * caller copies the buffer to guest physical cfg->base, so every pointer
- * between tables is base + offset.
+ * between tables is base + offset. The DSDT's AML (machine/aml.c) is
+ * measured first, then written in place.
  */
 #include <errno.h>
 #include <stdbool.h>
 #include <string.h>
 
 #include "machine/acpi.h"
+#include "machine/aml.h"
 #include "machine/layout.h"
+#include "machine/pci.h"
 
 #define ACPI_OEM_ID "DVMM  "	     /* 6 bytes */
 #define ACPI_OEM_TABLE_ID "DVMMACPI" /* 8 bytes */
@@ -147,19 +150,12 @@ _Static_assert(ACPI_MAX_CPUS - 1 <= XAPIC_MAX_ID,
 
 #define DSDT_REVISION 2 /* 64-bit AML integers */
 
-/*
- * The DSDT's AML. Name (_S5_, Package (4) { 5, 5, 0, 0 }): SLP_TYPa and
- * SLP_TYPb for soft-off, which the guest writes to PM1a_CNT to power off.
- */
-/* clang-format off */
-static const uint8_t dsdt_aml[] = {
-	0x08, '_', 'S', '5', '_',     /* NameOp "_S5_" */
-	0x12, 0x08, 0x04,             /* PackageOp, PkgLength 8, 4 elements */
-	0x0a, ACPI_S5_SLP_TYP,        /* BytePrefix 5: SLP_TYPa */
-	0x0a, ACPI_S5_SLP_TYP,        /* BytePrefix 5: SLP_TYPb */
-	0x00, 0x00,                   /* ZeroOp, ZeroOp: reserved */
-};
-/* clang-format on */
+/* The PCI host bridge's legacy ranges and interrupt routing. */
+#define PCI_CONFIG_PORT 0xcf8 /* configuration mechanism #1 */
+#define PCI_CONFIG_PORT_LEN 8
+#define PCI_IO_PORT_MAX 0xffff
+#define PCI_PRT_PINS 4 /* INTA#..INTD# */
+#define PCI_PRT_ANY_FUNCTION 0xffff
 
 /* Where each table goes, decided before anything is written. */
 struct acpi_plan {
@@ -235,6 +231,123 @@ static void put_gas(uint8_t *p, uint8_t space, uint8_t bit_width,
 	put64(p + 4, addr);
 }
 
+static uint64_t ecam_length(const struct acpi_config *cfg)
+{
+	return (cfg->ecam_bus_end + 1ULL) * ECAM_BUS_SIZE;
+}
+
+/*
+ * \_S5_: Package (4) { 5, 5, 0, 0 }: SLP_TYPa and SLP_TYPb for soft-off,
+ * which the guest writes to PM1a_CNT to power off. Kept first in the DSDT.
+ */
+static void dsdt_s5(struct aml *a)
+{
+	aml_name(a, "_S5_");
+	aml_package_begin(a, 4);
+	aml_integer(a, ACPI_S5_SLP_TYP);
+	aml_integer(a, ACPI_S5_SLP_TYP);
+	aml_integer(a, 0); /* reserved */
+	aml_integer(a, 0);
+	aml_end(a);
+}
+
+/*
+ * What the host bridge decodes: its buses, the configuration ports, all
+ * other I/O ports and the BAR window in the MMIO hole.
+ */
+static void pci0_crs(struct aml *a, const struct acpi_config *cfg)
+{
+	aml_name(a, "_CRS");
+	aml_restemplate_begin(a);
+	aml_res_word_bus_number(a, 0, cfg->ecam_bus_end);
+	aml_res_io(a, PCI_CONFIG_PORT, PCI_CONFIG_PORT, 1, PCI_CONFIG_PORT_LEN);
+	aml_res_word_io(a, 0, PCI_CONFIG_PORT - 1);
+	aml_res_word_io(a, PCI_CONFIG_PORT + PCI_CONFIG_PORT_LEN,
+			PCI_IO_PORT_MAX);
+	aml_res_memory(a, true, PCI_MMIO_BASE, PCI_MMIO_END - PCI_MMIO_BASE);
+	aml_restemplate_end(a);
+}
+
+/* INTx @pin (0 = INTA#) of @slot: pin A matches pci_bus_add's GSI. */
+static uint32_t pci_intx_gsi(unsigned int slot, unsigned int pin)
+{
+	return PCI_INTX_GSI_BASE + (slot + pin) % PCI_INTX_GSI_COUNT;
+}
+
+/*
+ * Interrupt routing: Package { address (slot << 16 | 0xffff: any function),
+ * pin, 0, GSI } for every slot but the host bridge's and every pin. With
+ * source 0 the last element is a GSI, level-triggered and active low.
+ */
+static void pci0_prt(struct aml *a)
+{
+	aml_name(a, "_PRT");
+	aml_package_begin(a, (PCI_MAX_SLOTS - 1) * PCI_PRT_PINS);
+	for (unsigned int slot = 1; slot < PCI_MAX_SLOTS; slot++) {
+		for (unsigned int pin = 0; pin < PCI_PRT_PINS; pin++) {
+			aml_package_begin(a, 4);
+			aml_integer(a, (uint64_t)slot << 16 |
+					       PCI_PRT_ANY_FUNCTION);
+			aml_integer(a, pin);
+			aml_integer(a, 0); /* source: none */
+			aml_integer(a, pci_intx_gsi(slot, pin));
+			aml_end(a);
+		}
+	}
+	aml_end(a);
+}
+
+/* \_SB.PCI0: the PCI Express host bridge of segment 0, bus 0. */
+static void dsdt_pci0(struct aml *a, const struct acpi_config *cfg)
+{
+	aml_device_begin(a, "PCI0");
+	aml_name_eisaid(a, "_HID", "PNP0A08");
+	aml_name_eisaid(a, "_CID", "PNP0A03");
+	aml_name_integer(a, "_SEG", 0);
+	aml_name_integer(a, "_BBN", 0);
+	aml_name_integer(a, "_UID", 0);
+	pci0_crs(a, cfg);
+	pci0_prt(a);
+	aml_end(a);
+}
+
+/*
+ * \_SB.MBRD: motherboard resources. Linux accepts the MCFG's ECAM window
+ * only if such a device reserves it.
+ */
+static void dsdt_motherboard(struct aml *a, const struct acpi_config *cfg)
+{
+	aml_device_begin(a, "MBRD");
+	aml_name_eisaid(a, "_HID", "PNP0C02");
+	aml_name_integer(a, "_UID", 0);
+	aml_name(a, "_CRS");
+	aml_restemplate_begin(a);
+	aml_res_memory(a, false, cfg->ecam_base, ecam_length(cfg));
+	aml_restemplate_end(a);
+	aml_end(a);
+}
+
+/* The DSDT's AML: \_S5_ and, when the machine has PCI, the host bridge. */
+static void dsdt_body(struct aml *a, const struct acpi_config *cfg)
+{
+	dsdt_s5(a);
+	if (!cfg->ecam_base)
+		return;
+	aml_scope_begin(a, "\\_SB");
+	dsdt_pci0(a, cfg);
+	dsdt_motherboard(a, cfg);
+	aml_end(a);
+}
+
+static ssize_t dsdt_body_length(const struct acpi_config *cfg)
+{
+	struct aml a;
+
+	aml_init(&a, NULL, 0);
+	dsdt_body(&a, cfg);
+	return aml_finish(&a);
+}
+
 static size_t madt_length(unsigned int ncpus)
 {
 	return MADT_HDR_LEN + (size_t)ncpus * MADT_LAPIC_LEN + MADT_IOAPIC_LEN +
@@ -243,7 +356,7 @@ static size_t madt_length(unsigned int ncpus)
 
 static int check_config(const struct acpi_config *cfg)
 {
-	uint64_t ecam_len = (cfg->ecam_bus_end + 1ULL) * ECAM_BUS_SIZE;
+	uint64_t ecam_len = ecam_length(cfg);
 
 	if (cfg->ncpus == 0 || cfg->ncpus > ACPI_MAX_CPUS)
 		return -EINVAL;
@@ -264,10 +377,14 @@ static int check_config(const struct acpi_config *cfg)
 }
 
 /* Place every table; FACS is aligned in guest physical terms. */
-static void plan_tables(const struct acpi_config *cfg, struct acpi_plan *p)
+static int plan_tables(const struct acpi_config *cfg, struct acpi_plan *p)
 {
 	size_t phase = (size_t)(cfg->base % ACPI_FACS_ALIGN);
 	size_t entries = cfg->ecam_base ? 3 : 2; /* FADT, MADT[, MCFG] */
+	ssize_t aml_len = dsdt_body_length(cfg);
+
+	if (aml_len < 0)
+		return (int)aml_len;
 
 	p->rsdp = 0;
 	p->xsdt = align_up(p->rsdp + RSDP_LEN, ACPI_TABLE_ALIGN);
@@ -275,7 +392,7 @@ static void plan_tables(const struct acpi_config *cfg, struct acpi_plan *p)
 	p->fadt = align_up(p->xsdt + p->xsdt_len, ACPI_TABLE_ALIGN);
 	p->facs = align_up(phase + p->fadt + FADT_LEN, ACPI_FACS_ALIGN) - phase;
 	p->dsdt = align_up(p->facs + FACS_LEN, ACPI_TABLE_ALIGN);
-	p->dsdt_len = HDR_LEN + sizeof(dsdt_aml);
+	p->dsdt_len = HDR_LEN + (size_t)aml_len;
 	p->madt = align_up(p->dsdt + p->dsdt_len, ACPI_TABLE_ALIGN);
 	p->madt_len = madt_length(cfg->ncpus);
 	p->total = p->madt + p->madt_len;
@@ -284,6 +401,7 @@ static void plan_tables(const struct acpi_config *cfg, struct acpi_plan *p)
 		p->mcfg = align_up(p->total, ACPI_TABLE_ALIGN);
 		p->total = p->mcfg + MCFG_LEN;
 	}
+	return 0;
 }
 
 static void build_rsdp(uint8_t *buf, const struct acpi_config *cfg,
@@ -378,13 +496,20 @@ static void build_facs(uint8_t *buf, const struct acpi_plan *p)
 	/* Hardware signature, waking vectors, global lock, flags: zero. */
 }
 
-static void build_dsdt(uint8_t *buf, const struct acpi_plan *p)
+static int build_dsdt(uint8_t *buf, const struct acpi_config *cfg,
+		      const struct acpi_plan *p)
 {
 	uint8_t *t = buf + p->dsdt;
+	size_t aml_len = p->dsdt_len - HDR_LEN;
+	struct aml a;
 
 	put_header(t, "DSDT", p->dsdt_len, DSDT_REVISION);
-	memcpy(t + HDR_LEN, dsdt_aml, sizeof(dsdt_aml));
+	aml_init(&a, t + HDR_LEN, aml_len);
+	dsdt_body(&a, cfg);
+	if (aml_finish(&a) != (ssize_t)aml_len)
+		return -EINVAL; /* cannot happen: it was just measured */
 	set_checksum(t, p->dsdt_len, HDR_CHECKSUM);
+	return 0;
 }
 
 static uint8_t *madt_put_lapic(uint8_t *e, unsigned int id)
@@ -466,7 +591,7 @@ static void build_mcfg(uint8_t *buf, const struct acpi_config *cfg,
 ssize_t acpi_build(const struct acpi_config *cfg, uint8_t *buf, size_t buflen,
 		   struct acpi_layout *out)
 {
-	struct acpi_plan p;
+	struct acpi_plan p = {0};
 	int rc;
 
 	if (!cfg || !buf)
@@ -474,7 +599,9 @@ ssize_t acpi_build(const struct acpi_config *cfg, uint8_t *buf, size_t buflen,
 	rc = check_config(cfg);
 	if (rc)
 		return rc;
-	plan_tables(cfg, &p);
+	rc = plan_tables(cfg, &p);
+	if (rc)
+		return rc;
 	if (p.total > buflen)
 		return -ENOSPC;
 	if (cfg->base + p.total < cfg->base)
@@ -484,7 +611,9 @@ ssize_t acpi_build(const struct acpi_config *cfg, uint8_t *buf, size_t buflen,
 	build_xsdt(buf, cfg, &p);
 	build_fadt(buf, cfg, &p);
 	build_facs(buf, &p);
-	build_dsdt(buf, &p);
+	rc = build_dsdt(buf, cfg, &p);
+	if (rc)
+		return rc;
 	build_madt(buf, cfg, &p);
 	if (p.mcfg)
 		build_mcfg(buf, cfg, &p);

@@ -25,7 +25,9 @@ struct acpi_config {
 	uint8_t sci_irq;
 	/*
 	 * PCI ECAM (MCFG table, segment 0, buses 0..ecam_bus_end): base 1 MiB
-	 * aligned, or 0 for no MCFG.
+	 * aligned, or 0 for a machine without PCI. With ECAM the DSDT also
+	 * has the host bridge \_SB.PCI0 (windows and _PRT from
+	 * machine/pci.h) and \_SB.MBRD, which reserves the ECAM window.
 	 */
 	uint64_t ecam_base;
 	uint8_t ecam_bus_end;

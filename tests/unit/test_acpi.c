@@ -2,9 +2,10 @@
  * tests/unit/test_acpi.c - the ACPI table builder: checksums, pointers
  * between tables (guest addresses translated back to buffer offsets), the
  * FADT's PM and reset registers, the MADT's CPUs, IOAPIC and overrides,
- * the DSDT's \_S5_, the MCFG's ECAM window (or its absence), and the error
- * cases (-ENOSPC without writing past the
- * buffer, -EINVAL for bad configurations).
+ * the DSDT (walked as AML: \_S5_, the PCI0 host bridge's ids, _CRS and
+ * _PRT, the ECAM reservation), the MCFG's ECAM window (or its absence),
+ * the error cases (-ENOSPC without writing past the buffer, -EINVAL for bad
+ * configurations), and the AML encoder in machine/aml.c.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -17,7 +18,9 @@
 
 #include <cmocka.h>
 
+#include "core/ioreg.h"
 #include "machine/acpi.h"
+#include "machine/aml.h"
 #include "machine/layout.h"
 #include "machine/pci.h"
 
@@ -215,22 +218,383 @@ static void check_facs(const uint8_t *buf, const struct acpi_config *cfg,
 	assert_int_equal(get32(buf + off + 4), 64);
 }
 
-static void check_dsdt(const uint8_t *buf, const struct acpi_layout *l)
+/*
+ * A minimal AML reader for the DSDT, which holds only Name, Scope and
+ * Device terms: it checks that every PkgLength closes exactly where its
+ * object ends and finds named objects by their absolute path, written as
+ * concatenated 4-character segments ("_SB_PCI0_PRT").
+ */
+#define AML_PATH_MAX 64
+
+static uint32_t read_pkglength(const uint8_t *p, const uint8_t *end, size_t *n)
+{
+	unsigned int follow;
+	uint32_t v;
+
+	assert_true(p < end);
+	follow = p[0] >> 6;
+	assert_true(p + 1 + follow <= end);
+	*n = follow + 1;
+	if (!follow)
+		return p[0] & 0x3f;
+	assert_int_equal(p[0] & 0x30, 0); /* reserved bits */
+	v = p[0] & 0x0f;
+	for (unsigned int i = 0; i < follow; i++)
+		v |= (uint32_t)p[1 + i] << (4 + 8 * i);
+	return v;
+}
+
+/* An integer object at *@p; advances past it. */
+static uint64_t read_integer(const uint8_t **p, const uint8_t *end)
+{
+	const uint8_t *q = *p;
+	unsigned int n = 0;
+	uint64_t v = 0;
+
+	assert_true(q < end);
+	switch (q[0]) {
+	case 0x00: /* Zero */
+	case 0x01: /* One */
+		*p = q + 1;
+		return q[0];
+	case 0x0a:
+		n = 1;
+		break;
+	case 0x0b:
+		n = 2;
+		break;
+	case 0x0c:
+		n = 4;
+		break;
+	case 0x0e:
+		n = 8;
+		break;
+	default:
+		fail_msg("not an integer: opcode %#x", q[0]);
+	}
+	assert_true(q + 1 + n <= end);
+	for (unsigned int i = 0; i < n; i++)
+		v |= (uint64_t)q[1 + i] << (8 * i);
+	*p = q + 1 + n;
+	return v;
+}
+
+/* The end of the PkgLength object whose opcode is at @p. */
+static const uint8_t *pkg_end(const uint8_t *p, const uint8_t *end)
+{
+	size_t n;
+	uint32_t len = read_pkglength(p + 1, end, &n);
+
+	assert_true(len >= n);
+	assert_true(p + 1 + len <= end);
+	return p + 1 + len;
+}
+
+static const uint8_t *skip_data(const uint8_t *p, const uint8_t *end)
+{
+	assert_true(p < end);
+	switch (p[0]) {
+	case 0x0d: /* String */
+		p = memchr(p, 0, (size_t)(end - p));
+		assert_non_null(p);
+		return p + 1;
+	case 0x11: /* Buffer */
+	case 0x12: /* Package */
+		return pkg_end(p, end);
+	default:
+		read_integer(&p, end);
+		return p;
+	}
+}
+
+/* A NameString at *@p, relative to @scope, into @out. */
+static void read_namestring(const uint8_t **p, const uint8_t *end,
+			    const char *scope, char *out)
+{
+	const uint8_t *q = *p;
+	unsigned int nsegs = 1;
+	size_t len;
+
+	strcpy(out, scope);
+	if (q < end && *q == '\\') {
+		out[0] = 0;
+		q++;
+	}
+	while (q < end && *q == '^') {
+		len = strlen(out);
+		assert_true(len >= 4);
+		out[len - 4] = 0;
+		q++;
+	}
+	assert_true(q < end);
+	if (*q == 0x00) { /* NullName */
+		nsegs = 0;
+		q++;
+	} else if (*q == 0x2e) { /* DualNamePrefix */
+		nsegs = 2;
+		q++;
+	} else if (*q == 0x2f) { /* MultiNamePrefix */
+		assert_true(q + 1 < end);
+		nsegs = q[1];
+		q += 2;
+	}
+	assert_true(q + 4 * nsegs <= end);
+	assert_true(strlen(out) + 4 * nsegs < AML_PATH_MAX);
+	strncat(out, (const char *)q, 4 * nsegs);
+	*p = q + 4 * nsegs;
+}
+
+struct aml_search {
+	const char *want;
+	const uint8_t *found; /* a Name's value, or a Device's opcode */
+	unsigned int matches;
+	unsigned int devices;
+};
+
+static void walk_terms(const uint8_t *p, const uint8_t *end, const char *scope,
+		       struct aml_search *s)
+{
+	char path[AML_PATH_MAX];
+
+	while (p < end) {
+		const uint8_t *term = p, *obj_end;
+		bool device = p[0] == 0x5b && p + 1 < end && p[1] == 0x82;
+		size_t n;
+
+		if (p[0] == 0x08) { /* Name */
+			p++;
+			read_namestring(&p, end, scope, path);
+			if (!strcmp(path, s->want)) {
+				s->found = p;
+				s->matches++;
+			}
+			p = skip_data(p, end);
+			continue;
+		}
+		assert_true(p[0] == 0x10 || device); /* Scope, Device */
+		p += device ? 2 : 1;
+		obj_end = p + read_pkglength(p, end, &n);
+		assert_true(obj_end <= end);
+		p += n;
+		read_namestring(&p, obj_end, scope, path);
+		if (device && !strcmp(path, s->want)) {
+			s->found = term;
+			s->matches++;
+		}
+		s->devices += device;
+		walk_terms(p, obj_end, path, s);
+		p = obj_end;
+	}
+	assert_true(p == end);
+}
+
+/* The object at @path in the DSDT at @t, or NULL; at most one. */
+static const uint8_t *dsdt_find(const uint8_t *t, const char *path,
+				unsigned int *devices)
+{
+	struct aml_search s = {.want = path};
+
+	walk_terms(t + 36, t + get32(t + 4), "", &s);
+	assert_true(s.matches <= 1);
+	if (devices)
+		*devices = s.devices;
+	return s.found;
+}
+
+static uint64_t dsdt_integer(const uint8_t *t, const char *path)
+{
+	const uint8_t *p = dsdt_find(t, path, NULL);
+
+	assert_non_null(p);
+	return read_integer(&p, t + get32(t + 4));
+}
+
+/* A Package's elements: returns the first, sets *@count and *@end. */
+static const uint8_t *package_elements(const uint8_t *p, const uint8_t *limit,
+				       unsigned int *count, const uint8_t **end)
+{
+	size_t n;
+
+	assert_int_equal(p[0], 0x12);
+	*end = pkg_end(p, limit);
+	read_pkglength(p + 1, limit, &n);
+	*count = p[1 + n];
+	return p + 2 + n;
+}
+
+/* The descriptors of the ResourceTemplate at @p; sets *@len. */
+static const uint8_t *restemplate(const uint8_t *p, const uint8_t *limit,
+				  size_t *len)
+{
+	const uint8_t *end = pkg_end(p, limit), *q;
+	size_t n;
+
+	assert_int_equal(p[0], 0x11);
+	read_pkglength(p + 1, limit, &n);
+	q = p + 1 + n;
+	*len = (size_t)read_integer(&q, end); /* BufferSize */
+	assert_int_equal(*len, end - q);
+	assert_true(*len >= 2);
+	assert_int_equal(q[*len - 2], 0x79); /* End Tag, checksum 0 */
+	assert_int_equal(q[*len - 1], 0x00);
+	return q;
+}
+
+struct addr_desc {
+	uint8_t tag, space, general, specific;
+	uint64_t gran, min, max, tra, len;
+};
+
+/* The Word/DWord/QWord Address Space Descriptor at *@p; advances. */
+static void read_addr_desc(const uint8_t **p, struct addr_desc *d)
+{
+	const uint8_t *q = *p;
+	unsigned int w = q[0] == 0x88 ? 2 : q[0] == 0x87 ? 4 : 8;
+	uint64_t *f[] = {&d->gran, &d->min, &d->max, &d->tra, &d->len};
+
+	assert_true(q[0] == 0x88 || q[0] == 0x87 || q[0] == 0x8a);
+	assert_int_equal(get16(q + 1), 3 + 5 * w);
+	d->tag = q[0];
+	d->space = q[3];
+	d->general = q[4];
+	d->specific = q[5];
+	for (unsigned int i = 0; i < 5; i++) {
+		*f[i] = 0;
+		for (unsigned int b = 0; b < w; b++)
+			*f[i] |= (uint64_t)q[6 + i * w + b] << (8 * b);
+	}
+	*p = q + 6 + 5 * w;
+}
+
+/* Producer (or consumer) of [min, max], MinFixed, MaxFixed, PosDecode. */
+static void check_addr(const struct addr_desc *d, uint8_t space, bool producer,
+		       uint8_t specific, uint64_t min, uint64_t max)
+{
+	assert_int_equal(d->space, space);
+	assert_int_equal(d->general, producer ? 0x0c : 0x0d);
+	assert_int_equal(d->specific, specific);
+	assert_int_equal(d->gran, 0);
+	assert_int_equal(d->min, min);
+	assert_int_equal(d->max, max);
+	assert_int_equal(d->tra, 0);
+	assert_int_equal(d->len, max - min + 1);
+	if (max > UINT32_MAX)
+		assert_int_equal(d->tag, 0x8a); /* QWord */
+	else
+		assert_int_equal(d->tag, space == 0 ? 0x87 : 0x88);
+}
+
+static void check_pci0_crs(const uint8_t *t, const struct acpi_config *cfg)
+{
+	/* IO (Decode16, 0xcf8, 0xcf8, 1, 8) */
+	static const uint8_t io[] = {0x47, 0x01, 0xf8, 0x0c,
+				     0xf8, 0x0c, 0x01, 0x08};
+	const uint8_t *v = dsdt_find(t, "_SB_PCI0_CRS", NULL), *r, *q;
+	struct addr_desc d;
+	size_t len;
+
+	assert_non_null(v);
+	q = r = restemplate(v, t + get32(t + 4), &len);
+	read_addr_desc(&q, &d); /* WordBusNumber */
+	check_addr(&d, 2, true, 0, 0, cfg->ecam_bus_end);
+	assert_memory_equal(q, io, sizeof(io));
+	q += sizeof(io);
+	read_addr_desc(&q, &d); /* WordIO, EntireRange */
+	check_addr(&d, 1, true, 0x03, 0, 0xcf7);
+	read_addr_desc(&q, &d);
+	check_addr(&d, 1, true, 0x03, 0xd00, 0xffff);
+	read_addr_desc(&q, &d); /* DWordMemory, non-cacheable, read-write */
+	check_addr(&d, 0, true, 0x01, PCI_MMIO_BASE, PCI_MMIO_END - 1);
+	assert_true(q == r + len - 2); /* then the End Tag */
+}
+
+/*
+ * _PRT: every slot but 0, every pin, as { slot << 16 | 0xffff, pin, 0, GSI },
+ * pin A on the GSI that pci_bus_add gives the slot.
+ */
+static void check_pci0_prt(const uint8_t *t)
+{
+	const uint8_t *limit = t + get32(t + 4), *end;
+	const uint8_t *v = dsdt_find(t, "_SB_PCI0_PRT", NULL), *e;
+	unsigned int count, n = 0;
+
+	assert_non_null(v);
+	e = package_elements(v, limit, &count, &end);
+	assert_int_equal(count, 31 * 4);
+	for (unsigned int slot = 1; slot < 32; slot++) {
+		for (unsigned int pin = 0; pin < 4; pin++, n++) {
+			const uint8_t *ee, *x;
+			unsigned int c;
+
+			x = package_elements(e, end, &c, &ee);
+			assert_int_equal(c, 4);
+			assert_int_equal(read_integer(&x, ee),
+					 slot << 16 | 0xffff);
+			assert_int_equal(read_integer(&x, ee), pin);
+			assert_int_equal(read_integer(&x, ee), 0);
+			assert_int_equal(read_integer(&x, ee),
+					 16 + (slot + pin) % 8);
+			assert_true(x == ee);
+			e = ee;
+		}
+	}
+	assert_int_equal(n, count);
+	assert_true(e == end);
+}
+
+static void check_motherboard(const uint8_t *t, const struct acpi_config *cfg)
+{
+	const uint8_t *v = dsdt_find(t, "_SB_MBRD_CRS", NULL), *r, *q;
+	uint64_t len = (cfg->ecam_bus_end + 1ULL) << 20;
+	struct addr_desc d;
+	size_t n;
+
+	assert_non_null(dsdt_find(t, "_SB_MBRD", NULL));
+	assert_int_equal(dsdt_integer(t, "_SB_MBRD_HID"), 0x020cd041);
+	assert_non_null(v);
+	q = r = restemplate(v, t + get32(t + 4), &n);
+	read_addr_desc(&q, &d); /* the ECAM window, consumed */
+	check_addr(&d, 0, false, 0x01, cfg->ecam_base,
+		   cfg->ecam_base + len - 1);
+	assert_true(q == r + n - 2); /* then the End Tag */
+}
+
+static void check_dsdt(const uint8_t *buf, const struct acpi_config *cfg,
+		       const struct acpi_layout *l)
 {
 	const uint8_t *t = check_table(buf, l->dsdt, l->total, "DSDT");
 	uint32_t len = get32(t + 4);
-	/* NameOp _S5_ PackageOp PkgLength NumElements(4) Byte 5, Byte 5 */
-	static const uint8_t s5[] = {0x08, '_', 'S', '5', '_', 0x12};
-	const uint8_t *p = memmem(t + 36, len - 36, s5, sizeof(s5));
+	const uint8_t *p, *end;
+	unsigned int count, devices;
 
-	assert_non_null(p);
-	p += sizeof(s5);
-	assert_true(p + 6 <= t + len);
-	assert_int_equal(p[1], 4);    /* four elements */
-	assert_int_equal(p[2], 0x0a); /* BytePrefix */
-	assert_int_equal(p[3], 5);    /* SLP_TYPa = 5 */
-	assert_int_equal(p[4], 0x0a);
-	assert_int_equal(p[5], 5); /* SLP_TYPb = 5 */
+	assert_int_equal(t[8], 2); /* 64-bit integers */
+	/* \_S5_ first: Package (4) { 5, 5, 0, 0 } */
+	assert_int_equal(t[36], 0x08);
+	assert_memory_equal(t + 37, "_S5_", 4);
+	p = dsdt_find(t, "_S5_", &devices);
+	assert_true(p == t + 41);
+	p = package_elements(p, t + len, &count, &end);
+	assert_int_equal(count, 4);
+	assert_int_equal(read_integer(&p, end), ACPI_S5_SLP_TYP);
+	assert_int_equal(read_integer(&p, end), ACPI_S5_SLP_TYP);
+	assert_int_equal(read_integer(&p, end), 0);
+	assert_int_equal(read_integer(&p, end), 0);
+	assert_true(p == end);
+	if (!cfg->ecam_base) {
+		assert_int_equal(devices, 0);
+		assert_null(memmem(t, len, "PCI0", 4));
+		return;
+	}
+	assert_int_equal(devices, 2);
+	assert_non_null(dsdt_find(t, "_SB_PCI0", NULL));
+	assert_int_equal(dsdt_integer(t, "_SB_PCI0_HID"), 0x080ad041);
+	assert_int_equal(dsdt_integer(t, "_SB_PCI0_CID"), 0x030ad041);
+	assert_int_equal(dsdt_integer(t, "_SB_PCI0_SEG"), 0);
+	assert_int_equal(dsdt_integer(t, "_SB_PCI0_BBN"), 0);
+	assert_int_equal(dsdt_integer(t, "_SB_PCI0_UID"), 0);
+	check_pci0_crs(t, cfg);
+	check_pci0_prt(t);
+	check_motherboard(t, cfg);
 }
 
 struct madt_counts {
@@ -324,8 +688,8 @@ static void check_mcfg(const uint8_t *buf, const struct acpi_config *cfg,
 	assert_memory_equal(t + 36, zero, 8); /* reserved */
 	a = t + 44;
 	assert_int_equal(get64(a), cfg->ecam_base);
-	assert_int_equal(get16(a + 8), 0);  /* segment */
-	assert_int_equal(a[10], 0);         /* start bus */
+	assert_int_equal(get16(a + 8), 0); /* segment */
+	assert_int_equal(a[10], 0);	   /* start bus */
 	assert_int_equal(a[11], cfg->ecam_bus_end);
 	assert_memory_equal(a + 12, zero, 4); /* reserved */
 }
@@ -357,7 +721,7 @@ static void build_and_check(const struct acpi_config *cfg)
 	check_xsdt(buf, cfg, &l);
 	check_fadt(buf, cfg, &l);
 	check_facs(buf, cfg, &l);
-	check_dsdt(buf, &l);
+	check_dsdt(buf, cfg, &l);
 	check_madt(buf, cfg, &l);
 	check_mcfg(buf, cfg, &l);
 	free(buf);
@@ -458,15 +822,14 @@ static void test_mcfg(void **state)
 	assert_int_equal(get32(buf + l.xsdt + 4), 36 + 16);
 }
 
-static void test_enospc_no_overrun(void **state)
+/* Every buffer length short of the total: -ENOSPC, nothing written. */
+static void check_enospc(const struct acpi_config *cfg)
 {
-	struct acpi_config cfg = default_config(4);
 	struct acpi_layout l;
 	uint8_t probe[4096];
 	ssize_t total;
 
-	(void)state;
-	total = acpi_build(&cfg, probe, sizeof(probe), &l);
+	total = acpi_build(cfg, probe, sizeof(probe), &l);
 	assert_true(total > 0);
 	for (size_t len = 0; len < (size_t)total; len++) {
 		/* The canary sits right after the buffer's end. */
@@ -474,7 +837,7 @@ static void test_enospc_no_overrun(void **state)
 
 		assert_non_null(buf);
 		memset(buf, 0xa5, len + 64);
-		assert_int_equal(acpi_build(&cfg, buf, len, &l), -ENOSPC);
+		assert_int_equal(acpi_build(cfg, buf, len, &l), -ENOSPC);
 		for (size_t i = 0; i < len + 64; i++)
 			assert_int_equal(buf[i], 0xa5);
 		free(buf);
@@ -485,11 +848,115 @@ static void test_enospc_no_overrun(void **state)
 
 		assert_non_null(buf);
 		memset(buf, 0xa5, (size_t)total + 64);
-		assert_int_equal(acpi_build(&cfg, buf, (size_t)total, &l),
+		assert_int_equal(acpi_build(cfg, buf, (size_t)total, &l),
 				 total);
 		for (size_t i = (size_t)total; i < (size_t)total + 64; i++)
 			assert_int_equal(buf[i], 0xa5);
 		free(buf);
+	}
+}
+
+static void test_enospc_no_overrun(void **state)
+{
+	struct acpi_config cfg = default_config(4);
+
+	(void)state;
+	check_enospc(&cfg); /* with PCI: the largest DSDT */
+	cfg.ecam_base = 0;
+	check_enospc(&cfg);
+}
+
+/* The DSDT has PCI0 and MBRD exactly when the machine has ECAM. */
+static void test_dsdt_pci_only_with_ecam(void **state)
+{
+	struct acpi_config cfg = default_config(2);
+	static uint8_t buf[4096];
+	struct acpi_layout l;
+	uint32_t with, without;
+
+	(void)state;
+	assert_true(acpi_build(&cfg, buf, sizeof(buf), &l) > 0);
+	with = get32(buf + l.dsdt + 4);
+	assert_non_null(dsdt_find(buf + l.dsdt, "_SB_PCI0_PRT", NULL));
+	cfg.ecam_base = 0;
+	assert_true(acpi_build(&cfg, buf, sizeof(buf), &l) > 0);
+	without = get32(buf + l.dsdt + 4);
+	assert_null(dsdt_find(buf + l.dsdt, "_SB_PCI0", NULL));
+	assert_null(dsdt_find(buf + l.dsdt, "_SB_MBRD", NULL));
+	assert_int_equal(without, 36 + 14); /* header + \_S5_ only */
+	assert_true(with > 1024 + without); /* 124 _PRT entries */
+}
+
+/* _PRT's pin A for each slot is the GSI pci_bus_add gives that slot. */
+static void test_prt_matches_pci_bus(void **state)
+{
+	struct acpi_config cfg = default_config(1);
+	static uint8_t buf[4096];
+	struct acpi_layout l;
+	struct io_registry io;
+	struct pci_bus bus;
+	struct pci_device *devs = calloc(PCI_MAX_SLOTS, sizeof(*devs));
+	const uint8_t *t, *limit, *e, *end;
+	uint32_t prt_gsi[PCI_MAX_SLOTS] = {0};
+	unsigned int count;
+
+	(void)state;
+	assert_non_null(devs);
+	assert_true(acpi_build(&cfg, buf, sizeof(buf), &l) > 0);
+	t = buf + l.dsdt;
+	limit = t + get32(t + 4);
+	e = package_elements(dsdt_find(t, "_SB_PCI0_PRT", NULL), limit, &count,
+			     &end);
+	for (unsigned int i = 0; i < count; i++) {
+		const uint8_t *x, *ee;
+		unsigned int c;
+		uint64_t addr, pin;
+
+		x = package_elements(e, end, &c, &ee);
+		addr = read_integer(&x, ee);
+		pin = read_integer(&x, ee);
+		read_integer(&x, ee);
+		if (pin == 0)
+			prt_gsi[addr >> 16] = (uint32_t)read_integer(&x, ee);
+		e = ee;
+	}
+	assert_int_equal(ioreg_init(&io), 0);
+	assert_int_equal(pci_bus_init(&bus, &io, NULL, NULL), 0);
+	for (int i = 1; i < PCI_MAX_SLOTS; i++) {
+		struct pci_device *d = &devs[i];
+		int slot;
+
+		pci_device_init(d, "t", 0x1af4, 0x1042, 0x010000, 1, 0x1af4, 2);
+		slot = pci_bus_add(&bus, d);
+		assert_true(slot >= 1 && slot < PCI_MAX_SLOTS);
+		assert_int_equal(d->cfg[0x3d], 1); /* INTA# */
+		assert_int_equal(d->intx_gsi, prt_gsi[slot]);
+		assert_int_equal(d->cfg[0x3c], prt_gsi[slot]);
+	}
+	/* pci.h's examples: slots 1..7 on GSIs 17..23, slot 8 on 16. */
+	assert_int_equal(prt_gsi[1], 17);
+	assert_int_equal(prt_gsi[7], 23);
+	assert_int_equal(prt_gsi[8], 16);
+	assert_int_equal(prt_gsi[31], 23);
+	pci_bus_destroy(&bus);
+	ioreg_destroy(&io);
+	free(devs);
+}
+
+/* The MADT leaves GSIs 16-23 alone: _PRT gives their level/low mode. */
+static void test_madt_no_pci_overrides(void **state)
+{
+	struct acpi_config cfg = default_config(2);
+	static uint8_t buf[4096];
+	struct acpi_layout l;
+	const uint8_t *t;
+
+	(void)state;
+	assert_true(acpi_build(&cfg, buf, sizeof(buf), &l) > 0);
+	t = buf + l.madt;
+	for (uint32_t off = 44; off < get32(t + 4); off += t[off + 1]) {
+		if (t[off] == 2) /* Interrupt Source Override */
+			assert_true(get32(t + off + 4) < PCI_INTX_GSI_BASE);
 	}
 }
 
@@ -553,6 +1020,345 @@ static void test_checksum(void **state)
 	assert_int_equal(acpi_checksum(p + 2, 1), 0x10);
 }
 
+/* AML encoder (machine/aml.c). */
+
+/* Build with @fn into @out; the measured length must match the built one. */
+static size_t aml_emit(void (*fn)(struct aml *), uint8_t *out, size_t cap)
+{
+	struct aml a;
+	ssize_t measured, n;
+
+	aml_init(&a, NULL, 0);
+	fn(&a);
+	measured = aml_finish(&a);
+	assert_true(measured >= 0);
+	aml_init(&a, out, cap);
+	fn(&a);
+	n = aml_finish(&a);
+	assert_int_equal(n, measured);
+	return (size_t)n;
+}
+
+#define assert_aml(fn, ...)                                      \
+	do {                                                     \
+		static const uint8_t want_[] = {__VA_ARGS__};    \
+		uint8_t got_[256];                               \
+		size_t n_ = aml_emit(fn, got_, sizeof(got_));    \
+		assert_int_equal(n_, sizeof(want_));             \
+		assert_memory_equal(got_, want_, sizeof(want_)); \
+	} while (0)
+
+static void check_pkglength(uint32_t value, unsigned int n, const uint8_t *want)
+{
+	uint8_t out[4];
+	size_t len;
+
+	assert_int_equal(aml_pkglength_encode(value, out), n);
+	assert_memory_equal(out, want, n);
+	assert_int_equal(read_pkglength(out, out + n, &len), value);
+	assert_int_equal(len, n);
+}
+
+static void test_aml_pkglength_boundaries(void **state)
+{
+	uint8_t out[4];
+
+	(void)state;
+	check_pkglength(0, 1, (const uint8_t[]){0x00});
+	check_pkglength(63, 1, (const uint8_t[]){0x3f});
+	check_pkglength(64, 2, (const uint8_t[]){0x40, 0x04});
+	check_pkglength(4095, 2, (const uint8_t[]){0x4f, 0xff});
+	check_pkglength(4096, 3, (const uint8_t[]){0x80, 0x00, 0x01});
+	check_pkglength(1048575, 3, (const uint8_t[]){0x8f, 0xff, 0xff});
+	check_pkglength(1048576, 4, (const uint8_t[]){0xc0, 0x00, 0x00, 0x01});
+	check_pkglength(AML_PKGLENGTH_MAX, 4,
+			(const uint8_t[]){0xcf, 0xff, 0xff, 0xff});
+	assert_int_equal(aml_pkglength_encode(AML_PKGLENGTH_MAX + 1, out), 0);
+	/* The value counts its own bytes: content + encoding length. */
+	assert_int_equal(aml_pkglength_for(0), 1);
+	assert_int_equal(aml_pkglength_for(62), 63);
+	assert_int_equal(aml_pkglength_for(63), 65);
+	assert_int_equal(aml_pkglength_for(4093), 4095);
+	assert_int_equal(aml_pkglength_for(4094), 4097);
+	assert_int_equal(aml_pkglength_for(1048572), 1048575);
+	assert_int_equal(aml_pkglength_for(1048573), 1048577);
+	assert_int_equal(aml_pkglength_for(AML_PKGLENGTH_MAX - 4),
+			 AML_PKGLENGTH_MAX);
+	assert_int_equal(aml_pkglength_for(AML_PKGLENGTH_MAX - 3), 0);
+}
+
+/*
+ * A Buffer of @n bytes, built into a buffer of exactly its size (the
+ * builder never needs more) and into one byte less (-ENOSPC, no byte
+ * written past the end).
+ */
+static void check_buffer_of(size_t n)
+{
+	uint8_t *data = malloc(n + 1), *out;
+	struct aml a;
+	ssize_t total;
+	uint32_t pkglen;
+	size_t plen;
+	const uint8_t *q;
+
+	assert_non_null(data);
+	memset(data, 0x5a, n + 1);
+	aml_init(&a, NULL, 0);
+	aml_buffer_begin(&a);
+	aml_bytes(&a, data, n);
+	aml_end(&a);
+	total = aml_finish(&a);
+	assert_true(total > 0);
+	out = malloc((size_t)total + 16);
+	assert_non_null(out);
+	for (int shorter = 0; shorter <= 1; shorter++) {
+		memset(out, 0xa5, (size_t)total + 16);
+		aml_init(&a, out, (size_t)total - shorter);
+		aml_buffer_begin(&a);
+		aml_bytes(&a, data, n);
+		aml_end(&a);
+		for (size_t i = (size_t)total - shorter; i < (size_t)total + 16;
+		     i++)
+			assert_int_equal(out[i], 0xa5);
+		if (shorter) {
+			assert_int_equal(aml_finish(&a), -ENOSPC);
+			continue;
+		}
+		assert_int_equal(aml_finish(&a), total);
+		assert_int_equal(out[0], 0x11);
+		pkglen = read_pkglength(out + 1, out + total, &plen);
+		assert_int_equal(pkglen, total - 1);
+		assert_int_equal(pkglen, aml_pkglength_for(total - 1 - plen));
+		q = out + 1 + plen;
+		assert_int_equal(read_integer(&q, out + total), n);
+		assert_int_equal(out + total - q, n);
+		assert_memory_equal(q, data, n);
+	}
+	free(out);
+	free(data);
+}
+
+static void test_aml_buffer_lengths(void **state)
+{
+	/* Around each step of the PkgLength and BufferSize encodings. */
+	/* clang-format off */
+	static const size_t sizes[] = {
+		0, 1, 2, 58, 59, 60, 61, 62, 63, 64, 254, 255, 256,
+		4088, 4089, 4090, 4091, 4092, 65535, 65536,
+		1048570, 1048571, 1048572,
+	};
+	/* clang-format on */
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+		check_buffer_of(sizes[i]);
+}
+
+static void emit_integers(struct aml *a)
+{
+	/* clang-format off */
+	static const uint64_t v[] = {
+		0, 1, 2, 0xff, 0x100, 0xffff, 0x10000, 0xffffffff,
+		0x100000000ULL, UINT64_MAX,
+	};
+	/* clang-format on */
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+		aml_integer(a, v[i]);
+}
+
+static void test_aml_integers(void **state)
+{
+	(void)state;
+	assert_aml(emit_integers, 0x00, 0x01, 0x0a, 0x02, 0x0a, 0xff, 0x0b,
+		   0x00, 0x01, 0x0b, 0xff, 0xff, 0x0c, 0x00, 0x00, 0x01, 0x00,
+		   0x0c, 0xff, 0xff, 0xff, 0xff, 0x0e, 0x00, 0x00, 0x00, 0x00,
+		   0x01, 0x00, 0x00, 0x00, 0x0e, 0xff, 0xff, 0xff, 0xff, 0xff,
+		   0xff, 0xff, 0xff);
+}
+
+static void emit_names(struct aml *a)
+{
+	aml_namestring(a, "PCI0");
+	aml_namestring(a, "\\_SB");
+	aml_namestring(a, "\\_SB.PCI0");
+	aml_namestring(a, "\\_SB.PCI0.S8");
+	aml_namestring(a, "^^A");
+	aml_namestring(a, "\\");
+}
+
+static void test_aml_namestrings(void **state)
+{
+	static const char *bad[] = {"pci0", "1ABC", "ABCDE", "A..B",
+				    "A.",   ".A",   "\\^A",  "A-B"};
+
+	(void)state;
+	assert_aml(emit_names, 'P', 'C', 'I', '0', '\\', '_', 'S', 'B', '_',
+		   '\\', 0x2e, '_', 'S', 'B', '_', 'P', 'C', 'I', '0', '\\',
+		   0x2f, 3, '_', 'S', 'B', '_', 'P', 'C', 'I', '0', 'S', '8',
+		   '_', '_', '^', '^', 'A', '_', '_', '_', '\\', 0x00);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct aml a;
+
+		aml_init(&a, NULL, 0);
+		aml_namestring(&a, bad[i]);
+		assert_int_equal(aml_finish(&a), -EINVAL);
+	}
+}
+
+static void emit_strings_and_ids(struct aml *a)
+{
+	aml_string(a, "ab");
+	aml_eisaid(a, "PNP0A08");
+	aml_name_eisaid(a, "_CID", "PNP0C02");
+}
+
+static void test_aml_strings_and_eisaids(void **state)
+{
+	static const char *bad[] = {"pnp0a08", "PNP0A0", "PNP0A080", "PNP0G08",
+				    "P1P0A08"};
+	struct aml a;
+
+	(void)state;
+	assert_aml(emit_strings_and_ids, 0x0d, 'a', 'b', 0x00, 0x0c, 0x41, 0xd0,
+		   0x0a, 0x08, 0x08, '_', 'C', 'I', 'D', 0x0c, 0x41, 0xd0, 0x0c,
+		   0x02);
+	assert_int_equal(aml_eisaid_value("PNP0A03"), 0x030ad041);
+	assert_int_equal(aml_eisaid_value("PNP0a03"), 0x030ad041);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(aml_eisaid_value(bad[i]), 0);
+		aml_init(&a, NULL, 0);
+		aml_eisaid(&a, bad[i]);
+		assert_int_equal(aml_finish(&a), -EINVAL);
+	}
+	aml_init(&a, NULL, 0);
+	aml_string(&a, "\xc3\xa9");
+	assert_int_equal(aml_finish(&a), -EINVAL);
+}
+
+/* Scope (\_SB) { Device (PCI0) { Name (_UID, Zero) } } */
+static void emit_scope_device(struct aml *a)
+{
+	aml_scope_begin(a, "\\_SB");
+	aml_device_begin(a, "PCI0");
+	aml_name_integer(a, "_UID", 0);
+	aml_end(a);
+	aml_end(a);
+}
+
+/* Name (X, Package (2) { One, Package (0) {} }) */
+static void emit_packages(struct aml *a)
+{
+	aml_name(a, "X");
+	aml_package_begin(a, 2);
+	aml_integer(a, 1);
+	aml_package_begin(a, 0);
+	aml_end(a);
+	aml_end(a);
+}
+
+static void test_aml_objects(void **state)
+{
+	(void)state;
+	assert_aml(emit_scope_device, 0x10, 0x13, '\\', '_', 'S', 'B', '_',
+		   0x5b, 0x82, 0x0b, 'P', 'C', 'I', '0', 0x08, '_', 'U', 'I',
+		   'D', 0x00);
+	assert_aml(emit_packages, 0x08, 'X', '_', '_', '_', 0x12, 0x06, 0x02,
+		   0x01, 0x12, 0x02, 0x00);
+}
+
+static void emit_resources(struct aml *a)
+{
+	aml_restemplate_begin(a);
+	aml_res_word_bus_number(a, 0, 0xff);
+	aml_res_io(a, 0xcf8, 0xcf8, 1, 8);
+	aml_res_word_io(a, 0xd00, 0xffff);
+	aml_res_memory(a, true, 0xc0000000, 0x20000000);
+	aml_res_memory(a, false, 0x100000000ULL, 0x1000);
+	aml_restemplate_end(a);
+}
+
+/* Byte for byte what iasl makes of the same ASL. */
+static void test_aml_resources(void **state)
+{
+	(void)state;
+	assert_aml(emit_resources, 0x11, 0x46, 0x07, 0x0a, 0x72,
+		   /* WordBusNumber (ResourceProducer, MinFixed, MaxFixed,
+		    * PosDecode, 0, 0, 0xff, 0, 0x100) */
+		   0x88, 0x0d, 0x00, 0x02, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00,
+		   0xff, 0x00, 0x00, 0x00, 0x00, 0x01,
+		   /* IO (Decode16, 0xcf8, 0xcf8, 1, 8) */
+		   0x47, 0x01, 0xf8, 0x0c, 0xf8, 0x0c, 0x01, 0x08,
+		   /* WordIO (..., EntireRange, 0, 0xd00, 0xffff, 0, 0xf300) */
+		   0x88, 0x0d, 0x00, 0x01, 0x0c, 0x03, 0x00, 0x00, 0x00, 0x0d,
+		   0xff, 0xff, 0x00, 0x00, 0x00, 0xf3,
+		   /* DWordMemory (ResourceProducer, PosDecode, MinFixed,
+		    * MaxFixed, NonCacheable, ReadWrite, 0, 0xc0000000,
+		    * 0xdfffffff, 0, 0x20000000) */
+		   0x87, 0x17, 0x00, 0x00, 0x0c, 0x01, 0x00, 0x00, 0x00, 0x00,
+		   0x00, 0x00, 0x00, 0xc0, 0xff, 0xff, 0xff, 0xdf, 0x00, 0x00,
+		   0x00, 0x00, 0x00, 0x00, 0x00, 0x20,
+		   /* QWordMemory (ResourceConsumer, ..., 0x100000000,
+		    * 0x100000fff, 0, 0x1000) */
+		   0x8a, 0x2b, 0x00, 0x00, 0x0d, 0x01, 0, 0, 0, 0, 0, 0, 0, 0,
+		   0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0xff, 0x0f,
+		   0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0,
+		   0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+		   /* End Tag */
+		   0x79, 0x00);
+}
+
+static void test_aml_misuse(void **state)
+{
+	struct aml a;
+
+	(void)state;
+	aml_init(&a, NULL, 0);
+	aml_end(&a); /* nothing open */
+	assert_int_equal(aml_finish(&a), -EINVAL);
+	aml_init(&a, NULL, 0);
+	aml_package_begin(&a, 1); /* never closed */
+	aml_integer(&a, 1);
+	assert_int_equal(aml_finish(&a), -EINVAL);
+	aml_init(&a, NULL, 0);
+	aml_package_begin(&a, 0);
+	aml_restemplate_end(&a); /* not a buffer */
+	assert_int_equal(aml_finish(&a), -EINVAL);
+	aml_init(&a, NULL, 0);
+	aml_package_begin(&a, AML_PACKAGE_MAX_ELEMENTS + 1);
+	aml_end(&a);
+	assert_int_equal(aml_finish(&a), -EINVAL);
+	aml_init(&a, NULL, 0);
+	for (int i = 0; i <= AML_MAX_DEPTH; i++)
+		aml_package_begin(&a, 1);
+	for (int i = 0; i <= AML_MAX_DEPTH; i++)
+		aml_end(&a);
+	assert_int_equal(aml_finish(&a), -EINVAL);
+	/* Bad resource ranges. */
+	aml_init(&a, NULL, 0);
+	aml_res_word_io(&a, 0x100, 0xff); /* max < min */
+	assert_int_equal(aml_finish(&a), -EINVAL);
+	aml_init(&a, NULL, 0);
+	aml_res_word_io(&a, 0, 0xffff); /* length 0x10000 */
+	assert_int_equal(aml_finish(&a), -EINVAL);
+	aml_init(&a, NULL, 0);
+	aml_res_memory(&a, true, 0x1000, 0);
+	assert_int_equal(aml_finish(&a), -EINVAL);
+	aml_init(&a, NULL, 0);
+	aml_res_memory(&a, true, UINT64_MAX, 2); /* wraps */
+	assert_int_equal(aml_finish(&a), -EINVAL);
+	/* Sticky: the first error stays, lengths still add up. */
+	{
+		uint8_t small[4];
+
+		aml_init(&a, small, sizeof(small));
+		aml_integer(&a, 0x12345678);
+		assert_int_equal(a.len, 5);
+		aml_end(&a);
+		assert_int_equal(aml_finish(&a), -ENOSPC);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -566,6 +1372,17 @@ int main(void)
 		cmocka_unit_test(test_einval),
 		cmocka_unit_test(test_deterministic),
 		cmocka_unit_test(test_checksum),
+		cmocka_unit_test(test_dsdt_pci_only_with_ecam),
+		cmocka_unit_test(test_prt_matches_pci_bus),
+		cmocka_unit_test(test_madt_no_pci_overrides),
+		cmocka_unit_test(test_aml_pkglength_boundaries),
+		cmocka_unit_test(test_aml_buffer_lengths),
+		cmocka_unit_test(test_aml_integers),
+		cmocka_unit_test(test_aml_namestrings),
+		cmocka_unit_test(test_aml_strings_and_eisaids),
+		cmocka_unit_test(test_aml_objects),
+		cmocka_unit_test(test_aml_resources),
+		cmocka_unit_test(test_aml_misuse),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
