@@ -1,9 +1,11 @@
 /*
  * virtio/rng.c - virtio-rng, the entropy device (virtio 1.2, 5.4): one
  * requestq whose writable buffers the device fills with bytes from the
- * host's getrandom(2), at most RNG_MAX_REQ bytes per buffer. A worker
- * thread does the filling; queue_kick only signals its eventfd, so a
- * driver that floods the queue costs its own worker, not the transport.
+ * host's getrandom(2), at most RNG_MAX_REQ bytes per buffer. A kick is
+ * served on the spot for up to RNG_INLINE_BUDGET requests (no thread hop,
+ * so a request costs one wake-up); what is left goes to a worker thread,
+ * so a driver that floods the queue costs its own worker, not the
+ * transport thread (which may be shared by every device in poll mode).
  */
 #include <errno.h>
 #include <poll.h>
@@ -21,6 +23,7 @@
 
 #define RNG_QUEUE_SIZE 256
 #define RNG_MAX_REQ (64 * 1024)
+#define RNG_INLINE_BUDGET 16
 
 struct virtio_rng {
 	struct virtio_device vd;
@@ -29,7 +32,8 @@ struct virtio_rng {
 	pthread_t thread;
 	bool started;
 	bool stop;   /* atomic */
-	bool broken; /* worker only: asked for NEEDS_RESET */
+	pthread_mutex_t serve_lock; /* one server at a time: kick or worker */
+	bool broken; /* under serve_lock: asked for NEEDS_RESET */
 	struct vq_chain chain;
 	uint64_t bytes; /* handed to the guest (atomic) */
 };
@@ -76,11 +80,15 @@ static uint32_t rng_fill(const struct vq_chain *c)
 	return done;
 }
 
-static void rng_serve(struct virtio_rng *r)
+/*
+ * Fill up to @budget requests, with serve_lock held. Returns true when it
+ * stopped because the budget ran out (there may be more).
+ */
+static bool rng_serve(struct virtio_rng *r, unsigned int budget)
 {
 	struct virtqueue *vq = &r->vd.vq[0];
 	char why[sizeof(vq->error)];
-	bool pushed = false;
+	bool pushed = false, more = false;
 
 	while (!r->broken && !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
 		uint32_t len;
@@ -113,9 +121,14 @@ static void rng_serve(struct virtio_rng *r)
 		vq_push(vq, r->chain.head, len);
 		pthread_mutex_unlock(&vq->lock);
 		pushed = true;
+		if (--budget == 0) {
+			more = true;
+			break;
+		}
 	}
 	if (pushed)
 		virtio_queue_done(&r->vd, 0);
+	return more;
 }
 
 static void *rng_thread(void *arg)
@@ -128,7 +141,10 @@ static void *rng_thread(void *arg)
 			{.fd = r->broken ? -1 : r->kick_fd, .events = POLLIN},
 		};
 
-		rng_serve(r);
+		pthread_mutex_lock(&r->serve_lock);
+		rng_serve(r, UINT32_MAX);
+		p[1].fd = r->broken ? -1 : r->kick_fd;
+		pthread_mutex_unlock(&r->serve_lock);
 		if (poll(p, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -173,6 +189,14 @@ static void rng_queue_kick(struct virtio_device *vd, uint16_t q)
 
 	if (q != 0)
 		return;
+	/* Serve it here unless the worker is busy or there is too much. */
+	if (pthread_mutex_trylock(&r->serve_lock) == 0) {
+		bool more = r->started && rng_serve(r, RNG_INLINE_BUDGET);
+
+		pthread_mutex_unlock(&r->serve_lock);
+		if (!more)
+			return;
+	}
 	if (write(r->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		pr_warn("%s: eventfd: %s", vd->name, strerror(errno));
 }
@@ -217,7 +241,10 @@ static void rng_stop(struct virtio_rng *r)
 	if (write(r->stop_fd, &one, sizeof(one)) < 0)
 		pr_warn("%s: eventfd: %s", r->vd.name, strerror(errno));
 	pthread_join(r->thread, NULL);
+	/* Wait out a kick that is serving inline right now. */
+	pthread_mutex_lock(&r->serve_lock);
 	r->started = false;
+	pthread_mutex_unlock(&r->serve_lock);
 	__atomic_store_n(&r->stop, false, __ATOMIC_RELEASE);
 	drain_eventfd(r->stop_fd);
 	drain_eventfd(r->kick_fd);
@@ -248,6 +275,7 @@ int virtio_rng_create(struct virtio_rng **out, const struct guest_mem *mem,
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return err_set(e, -ENOMEM, "virtio-rng: out of memory");
+	pthread_mutex_init(&r->serve_lock, NULL);
 	r->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	r->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (r->kick_fd < 0 || r->stop_fd < 0) {
@@ -270,6 +298,7 @@ fail:
 		close(r->kick_fd);
 	if (r->stop_fd >= 0)
 		close(r->stop_fd);
+	pthread_mutex_destroy(&r->serve_lock);
 	free(r);
 	return rc;
 }
@@ -287,5 +316,6 @@ void virtio_rng_destroy(struct virtio_rng *r)
 	virtio_device_destroy(&r->vd);
 	close(r->kick_fd);
 	close(r->stop_fd);
+	pthread_mutex_destroy(&r->serve_lock);
 	free(r);
 }
