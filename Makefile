@@ -7,7 +7,7 @@ BASE_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -Isrc -g -MMD -MP
 CFLAGS := -O2 $(BASE_CFLAGS)
 SAN_CFLAGS := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
 	-fno-sanitize-recover=undefined $(BASE_CFLAGS)
-LDLIBS := -ljansson -luring -lpthread
+LDLIBS := -ljansson -luring -lsodium -lpthread
 TEST_LDLIBS := -lcmocka $(LDLIBS)
 
 MAIN_SRC := src/main.c

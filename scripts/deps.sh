@@ -3,7 +3,7 @@
 # Usage: deps.sh build|test. As root it installs what is missing with
 # apt-get; otherwise it prints the exact command and fails.
 set -e
-BUILD_PKGS="gcc make binutils libc6-dev libjansson-dev liburing-dev pkg-config"
+BUILD_PKGS="gcc make binutils libc6-dev libjansson-dev liburing-dev libsodium-dev pkg-config"
 TEST_PKGS="$BUILD_PKGS libcmocka-dev qemu-system-x86 iproute2 procps netcat-openbsd bc"
 case "$1" in
 build) want="$BUILD_PKGS" ;;
