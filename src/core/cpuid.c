@@ -64,7 +64,7 @@ static void patch_entry(struct kvm_cpuid_entry2 *ent, int id, int ncpus)
 		ent->ebx |= (uint32_t)(ncpus > 255 ? 255 : ncpus) << 16;
 		if (ncpus > 1)
 			ent->edx |= 1u << 28; /* HTT: the count is valid */
-		ent->ecx |= 1u << 31;         /* running under a hypervisor */
+		ent->ecx |= 1u << 31;	      /* running under a hypervisor */
 		break;
 	case 4:
 		/* cores per package - 1 in EAX[31:26]; no shared threads */

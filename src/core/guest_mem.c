@@ -18,11 +18,11 @@ int guest_mem_layout(struct guest_mem *m, uint64_t ram_size)
 		return -EINVAL;
 	if (low > GUEST_MMIO_HOLE_START)
 		low = GUEST_MMIO_HOLE_START;
-	m->region[0] = (struct guest_mem_region){ .gpa = 0, .size = low };
+	m->region[0] = (struct guest_mem_region){.gpa = 0, .size = low};
 	m->nregions = 1;
 	if (ram_size > low) {
 		m->region[1] = (struct guest_mem_region){
-			.gpa = GUEST_MMIO_HOLE_END, .size = ram_size - low };
+			.gpa = GUEST_MMIO_HOLE_END, .size = ram_size - low};
 		m->nregions = 2;
 	}
 	m->ram_size = ram_size;

@@ -94,16 +94,18 @@ int ioreg_register(struct io_registry *r, enum io_space space, uint64_t base,
 		v = r->ranges[space];
 	}
 	memmove(&v[pos + 1], &v[pos], (n - pos) * sizeof(*v));
-	v[pos] = (struct io_range){ .base = base, .len = len, .fn = fn,
-				    .opaque = opaque, .name = name };
+	v[pos] = (struct io_range){.base = base,
+				   .len = len,
+				   .fn = fn,
+				   .opaque = opaque,
+				   .name = name};
 	r->count[space] = n + 1;
 out:
 	pthread_rwlock_unlock(&r->lock);
 	return rc;
 }
 
-int ioreg_unregister(struct io_registry *r, enum io_space space,
-		     uint64_t base)
+int ioreg_unregister(struct io_registry *r, enum io_space space, uint64_t base)
 {
 	struct io_range *v;
 	size_t pos, n;
@@ -150,8 +152,7 @@ bool ioreg_dispatch(struct io_registry *r, enum io_space space, uint64_t addr,
 			memset(data, 0xff, len);
 		return false;
 	}
-	range.fn(range.opaque, addr - range.base, data, len, is_write,
-		 vcpu_id);
+	range.fn(range.opaque, addr - range.base, data, len, is_write, vcpu_id);
 	return true;
 }
 

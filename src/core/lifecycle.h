@@ -9,9 +9,9 @@ enum vm_stop_reason {
 	VM_STOP_NONE = 0,
 	VM_STOP_GUEST_EXIT, /* debug-exit port: code = value written */
 	VM_STOP_POWEROFF,   /* ACPI S5 */
-	VM_STOP_RESET,      /* i8042 / 0xCF9 / ACPI reset: reboot */
-	VM_STOP_USER,       /* control socket "stop" or a signal */
-	VM_STOP_ERROR,      /* a vCPU failed; code = exit status to use */
+	VM_STOP_RESET,	    /* i8042 / 0xCF9 / ACPI reset: reboot */
+	VM_STOP_USER,	    /* control socket "stop" or a signal */
+	VM_STOP_ERROR,	    /* a vCPU failed; code = exit status to use */
 };
 
 struct vm_lifecycle {

@@ -17,8 +17,8 @@ static void count_exit(struct vcpu *v, enum vcpu_exit_kind kind)
 	atomic_fetch_add_explicit(&v->exits[kind], 1, memory_order_relaxed);
 }
 
-static void report_unknown(struct vcpu *v, enum io_space space,
-			   uint64_t addr, bool is_write, uint32_t len)
+static void report_unknown(struct vcpu *v, enum io_space space, uint64_t addr,
+			   bool is_write, uint32_t len)
 {
 	if (!ioreg_first_unknown(&v->vm->io, space, addr))
 		return;
@@ -67,7 +67,8 @@ static void describe_regs(struct vcpu *v, char *buf, size_t len)
 		snprintf(buf, len, "registers unavailable");
 		return;
 	}
-	snprintf(buf, len, "rip=0x%llx rsp=0x%llx cs=0x%x cr0=0x%llx "
+	snprintf(buf, len,
+		 "rip=0x%llx rsp=0x%llx cs=0x%x cr0=0x%llx "
 		 "cr3=0x%llx efer=0x%llx",
 		 r.rip, r.rsp, s.cs.selector, s.cr0, s.cr3, s.efer);
 }

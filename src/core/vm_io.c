@@ -10,16 +10,15 @@
 
 #include "core/vm_io.h"
 
-#define IRQCHIP_PINS 24      /* IOAPIC pins; 0-15 also on the PICs */
+#define IRQCHIP_PINS 24 /* IOAPIC pins; 0-15 also on the PICs */
 #define MSI_GSI_FIRST 24
 #define MSI_GSI_COUNT VM_MAX_MSI_ROUTES
 #define EXTRA_SLOT_FIRST 8
 #define EXTRA_SLOT_COUNT 64
 
-int vm_ioeventfd(struct vm *vm, uint64_t gpa, uint32_t len, int fd,
-		 bool assign)
+int vm_ioeventfd(struct vm *vm, uint64_t gpa, uint32_t len, int fd, bool assign)
 {
-	struct kvm_ioeventfd io = { .addr = gpa, .len = len, .fd = fd };
+	struct kvm_ioeventfd io = {.addr = gpa, .len = len, .fd = fd};
 
 	if (!assign)
 		io.flags = KVM_IOEVENTFD_FLAG_DEASSIGN;
@@ -28,7 +27,7 @@ int vm_ioeventfd(struct vm *vm, uint64_t gpa, uint32_t len, int fd,
 
 int vm_irqfd(struct vm *vm, int fd, uint32_t gsi, bool assign)
 {
-	struct kvm_irqfd irqfd = { .fd = (uint32_t)fd, .gsi = gsi };
+	struct kvm_irqfd irqfd = {.fd = (uint32_t)fd, .gsi = gsi};
 
 	if (!assign)
 		irqfd.flags = KVM_IRQFD_FLAG_DEASSIGN;
@@ -95,8 +94,8 @@ int vm_msi_route_add(struct vm *vm, uint64_t addr, uint32_t data)
 
 		if (m->used)
 			continue;
-		*m = (struct vm_msi_route){ .used = true, .addr = addr,
-					    .data = data };
+		*m = (struct vm_msi_route){
+			.used = true, .addr = addr, .data = data};
 		rc = commit_routes(vm);
 		if (rc)
 			m->used = false;
@@ -179,14 +178,15 @@ int vm_map_host_memory(struct vm *vm, uint64_t gpa, void *hva, uint64_t size)
 int vm_unmap_host_memory(struct vm *vm, int slot)
 {
 	int i = slot - EXTRA_SLOT_FIRST;
-	struct kvm_userspace_memory_region r = { .slot = (uint32_t)slot };
+	struct kvm_userspace_memory_region r = {.slot = (uint32_t)slot};
 	int rc = -ENOENT;
 
 	pthread_mutex_lock(&vm->route_lock);
 	if (i >= 0 && i < EXTRA_SLOT_COUNT && (vm->extra_slots >> i) & 1) {
 		/* A region of size 0 deletes the slot. */
 		rc = ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0 ?
-			     -errno : 0;
+			     -errno :
+			     0;
 		if (!rc)
 			vm->extra_slots &= ~(1ULL << i);
 	}

@@ -13,14 +13,14 @@
 #define ACPI_MAX_CPUS 255
 
 struct acpi_config {
-	unsigned int ncpus;       /* LAPIC ids 0..ncpus-1 */
-	uint64_t base;            /* guest physical address of the buffer */
+	unsigned int ncpus; /* LAPIC ids 0..ncpus-1 */
+	uint64_t base;	    /* guest physical address of the buffer */
 	uint32_t ioapic_addr;
 	uint8_t ioapic_id;
 	uint32_t lapic_addr;
-	uint16_t pm1a_evt_port;   /* 4-byte PM1a event block */
-	uint16_t pm1a_cnt_port;   /* 2-byte PM1a control block */
-	uint16_t reset_port;      /* FADT reset register (I/O space) */
+	uint16_t pm1a_evt_port; /* 4-byte PM1a event block */
+	uint16_t pm1a_cnt_port; /* 2-byte PM1a control block */
+	uint16_t reset_port;	/* FADT reset register (I/O space) */
 	uint8_t reset_value;
 	uint8_t sci_irq;
 	/*
@@ -36,7 +36,7 @@ struct acpi_config {
 /* Offsets of the tables inside the buffer, for callers and tests. */
 struct acpi_layout {
 	size_t rsdp, xsdt, fadt, dsdt, madt;
-	size_t mcfg;              /* 0 when there is no MCFG */
+	size_t mcfg; /* 0 when there is no MCFG */
 	size_t total;
 };
 

@@ -21,14 +21,14 @@ struct uart8250 {
 	pthread_mutex_t lock;
 	const struct irq_sink *irq;
 	uint32_t gsi;
-	int out_fd;                /* guest output goes here */
-	int in_fd;                 /* host input, -1 for none */
+	int out_fd; /* guest output goes here */
+	int in_fd;  /* host input, -1 for none */
 	pthread_t in_thread;
 	bool in_thread_started;
-	int stop_pipe[2];          /* wakes the input thread to quit */
+	int stop_pipe[2]; /* wakes the input thread to quit */
 	/* registers */
 	uint8_t ier, iir, lcr, mcr, lsr, msr, scr, dll, dlm, fcr;
-	bool thr_irq_pending;      /* THR-empty interrupt owed to the guest */
+	bool thr_irq_pending; /* THR-empty interrupt owed to the guest */
 	int irq_level;
 	uint8_t rx[UART_RX_FIFO];
 	unsigned int rx_head, rx_count;
@@ -50,7 +50,7 @@ struct cmos_rtc {
 	uint8_t index;
 	bool nmi_disabled;
 	uint8_t nvram[128];
-	long long offset_sec;  /* guest-set time minus host time */
+	long long offset_sec; /* guest-set time minus host time */
 };
 
 int cmos_rtc_init(struct cmos_rtc *c, struct io_registry *io,
@@ -62,8 +62,8 @@ void cmos_rtc_destroy(struct cmos_rtc *c);
 struct i8042 {
 	pthread_mutex_t lock;
 	const struct vm_lifecycle *lc;
-	uint8_t cmd;          /* pending command awaiting a data byte */
-	uint8_t ccb;          /* controller command byte */
+	uint8_t cmd; /* pending command awaiting a data byte */
+	uint8_t ccb; /* controller command byte */
 	uint8_t out_port;
 	uint8_t out_buf;
 	bool out_full;

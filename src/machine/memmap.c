@@ -35,14 +35,14 @@
 #include "machine/pci.h"
 
 #define PAGE_SIZE 0x1000ULL
-#define LEGACY_HOLE_START 0xA0000ULL    /* VGA window + option ROMs */
+#define LEGACY_HOLE_START 0xA0000ULL /* VGA window + option ROMs */
 #define KVM_TSS_PAGES 3
 #define NR_RAM_HOLES 3
 #define NR_MMIO_RESERVED 4
 
 /* At most 1 + 2 * (regions + areas) boundaries; see collect_bounds(). */
-#define MAX_BOUNDS (1 + 2 * (GUEST_MEM_MAX_REGIONS + NR_RAM_HOLES +           \
-			     NR_MMIO_RESERVED))
+#define MAX_BOUNDS \
+	(1 + 2 * (GUEST_MEM_MAX_REGIONS + NR_RAM_HOLES + NR_MMIO_RESERVED))
 
 enum span_kind { KIND_NONE, KIND_RAM, KIND_RESERVED };
 
@@ -54,22 +54,22 @@ struct span {
 /* Areas inside RAM that are not usable RAM; listed reserved if backed. */
 static int ram_holes(struct span *out)
 {
-	out[0] = (struct span){ LAYOUT_EBDA_START, LEGACY_HOLE_START };
-	out[1] = (struct span){ LEGACY_HOLE_START, LAYOUT_BIOS_START };
-	out[2] = (struct span){ LAYOUT_BIOS_START, LAYOUT_BIOS_END };
+	out[0] = (struct span){LAYOUT_EBDA_START, LEGACY_HOLE_START};
+	out[1] = (struct span){LEGACY_HOLE_START, LAYOUT_BIOS_START};
+	out[2] = (struct span){LAYOUT_BIOS_START, LAYOUT_BIOS_END};
 	return NR_RAM_HOLES;
 }
 
 /* Device and KVM pages in the 32-bit MMIO hole: always reserved. */
 static int mmio_reserved(struct span *out)
 {
-	out[0] = (struct span){ PCI_ECAM_BASE, PCI_ECAM_BASE + PCI_ECAM_SIZE };
-	out[1] = (struct span){ LAYOUT_IOAPIC_ADDR,
-				LAYOUT_IOAPIC_ADDR + PAGE_SIZE };
-	out[2] = (struct span){ LAYOUT_LAPIC_ADDR,
-				LAYOUT_LAPIC_ADDR + PAGE_SIZE };
-	out[3] = (struct span){ LAYOUT_KVM_IDENT_MAP,
-				LAYOUT_KVM_TSS + KVM_TSS_PAGES * PAGE_SIZE };
+	out[0] = (struct span){PCI_ECAM_BASE, PCI_ECAM_BASE + PCI_ECAM_SIZE};
+	out[1] = (struct span){LAYOUT_IOAPIC_ADDR,
+			       LAYOUT_IOAPIC_ADDR + PAGE_SIZE};
+	out[2] =
+		(struct span){LAYOUT_LAPIC_ADDR, LAYOUT_LAPIC_ADDR + PAGE_SIZE};
+	out[3] = (struct span){LAYOUT_KVM_IDENT_MAP,
+			       LAYOUT_KVM_TSS + KVM_TSS_PAGES * PAGE_SIZE};
 	return NR_MMIO_RESERVED;
 }
 
@@ -167,8 +167,8 @@ static int collect_bounds(const struct guest_mem *m, uint64_t *b)
 }
 
 /* Append [start, end) of @kind, merging with a contiguous predecessor. */
-static int append(struct memmap_entry *out, int n, uint64_t start,
-		  uint64_t end, enum span_kind kind)
+static int append(struct memmap_entry *out, int n, uint64_t start, uint64_t end,
+		  enum span_kind kind)
 {
 	uint32_t type = kind == KIND_RAM ? MEMMAP_RAM : MEMMAP_RESERVED;
 	struct memmap_entry *prev = n ? &out[n - 1] : NULL;
@@ -181,8 +181,8 @@ static int append(struct memmap_entry *out, int n, uint64_t start,
 	}
 	if (n >= MEMMAP_MAX)
 		return n; /* unreachable for guest_mem_layout() regions */
-	out[n] = (struct memmap_entry){ .addr = start, .size = end - start,
-					.type = type };
+	out[n] = (struct memmap_entry){
+		.addr = start, .size = end - start, .type = type};
 	return n + 1;
 }
 

@@ -20,11 +20,11 @@
 #define PCI_NUM_BARS 6
 
 /* Where the bus lives in the 32-bit MMIO hole (see core/guest_mem.h). */
-#define PCI_ECAM_BASE 0xE0000000ULL   /* bus 0 only: 32 slots x 8 fn x 4K */
+#define PCI_ECAM_BASE 0xE0000000ULL /* bus 0 only: 32 slots x 8 fn x 4K */
 #define PCI_ECAM_SIZE 0x100000ULL
-#define PCI_MMIO_BASE 0xC0000000ULL   /* BAR window */
+#define PCI_MMIO_BASE 0xC0000000ULL /* BAR window */
 #define PCI_MMIO_END 0xE0000000ULL
-#define PCI_IO_BASE 0xC000            /* I/O BAR window */
+#define PCI_IO_BASE 0xC000 /* I/O BAR window */
 #define PCI_IO_END 0x10000
 
 /*
@@ -32,18 +32,18 @@
  * PCI_INTX_GSI_BASE + (s % PCI_INTX_GSI_COUNT) (level, active low), so
  * slots 1..7 get GSIs 17..23, slot 8 GSI 16, and so on.
  */
-#define PCI_INTX_GSI_BASE 16          /* IOAPIC pins 16..23 */
+#define PCI_INTX_GSI_BASE 16 /* IOAPIC pins 16..23 */
 #define PCI_INTX_GSI_COUNT 8
 
 struct pci_device;
 
 struct pci_bar {
-	uint64_t size;            /* power of two, 0 = unused */
+	uint64_t size; /* power of two, 0 = unused */
 	bool is_io;
-	bool is_64;               /* takes this and the next BAR slot */
+	bool is_64; /* takes this and the next BAR slot */
 	bool prefetchable;
-	uint64_t addr;            /* current address as the guest sees it */
-	bool mapped;              /* decode enabled and address valid */
+	uint64_t addr; /* current address as the guest sees it */
+	bool mapped;   /* decode enabled and address valid */
 };
 
 struct pci_device_ops {
@@ -67,23 +67,23 @@ struct pci_device {
 	const char *name;
 	const struct pci_device_ops *ops;
 	void *opaque;
-	int slot;                 /* assigned by pci_bus_add */
-	uint32_t intx_gsi;        /* GSI for INTA# */
+	int slot;	   /* assigned by pci_bus_add */
+	uint32_t intx_gsi; /* GSI for INTA# */
 	struct pci_bar bar[PCI_NUM_BARS];
-	uint8_t cfg[PCI_CFG_SIZE];    /* config space contents */
-	uint8_t wmask[PCI_CFG_SIZE];  /* bits the guest may write */
-	uint8_t w1cmask[PCI_CFG_SIZE];/* write-1-to-clear bits */
-	uint8_t last_cap;             /* offset of the last capability */
-	uint16_t cap_end;             /* first byte after it (0: no caps) */
+	uint8_t cfg[PCI_CFG_SIZE];     /* config space contents */
+	uint8_t wmask[PCI_CFG_SIZE];   /* bits the guest may write */
+	uint8_t w1cmask[PCI_CFG_SIZE]; /* write-1-to-clear bits */
+	uint8_t last_cap;	       /* offset of the last capability */
+	uint16_t cap_end;	       /* first byte after it (0: no caps) */
 };
 
 struct pci_bus {
 	pthread_mutex_t lock;
 	struct io_registry *io;
-	uint32_t cf8;             /* the CONFIG_ADDRESS latch */
+	uint32_t cf8; /* the CONFIG_ADDRESS latch */
 	struct pci_device *slot[PCI_MAX_SLOTS];
 	struct pci_device host_bridge;
-	uint64_t mmio_next;       /* BAR allocator */
+	uint64_t mmio_next; /* BAR allocator */
 	uint32_t io_next;
 	io_handler_fn cf9;
 	void *cf9_opaque;
@@ -112,18 +112,17 @@ void pci_bus_destroy(struct pci_bus *b);
  * after). Device code may add bits to wmask/w1cmask for its own registers
  * (e.g. inside its capabilities) before pci_bus_add.
  */
-void pci_device_init(struct pci_device *d, const char *name,
-		     uint16_t vendor, uint16_t device, uint32_t class_code,
-		     uint8_t revision, uint16_t subsys_vendor,
-		     uint16_t subsys_id);
+void pci_device_init(struct pci_device *d, const char *name, uint16_t vendor,
+		     uint16_t device, uint32_t class_code, uint8_t revision,
+		     uint16_t subsys_vendor, uint16_t subsys_id);
 /*
  * Declare BAR @bar of @size bytes (power of two >= 16 / 4 for I/O; a 32-bit
  * BAR at most 2 GiB). A 64-bit BAR also takes slot @bar + 1. Set
  * d->bar[bar].prefetchable afterwards if wanted. Before pci_bus_add only;
  * -EINVAL for bad arguments or a slot already in use, -EBUSY once added.
  */
-int pci_device_set_bar(struct pci_device *d, int bar, uint64_t size,
-		       bool is_io, bool is_64);
+int pci_device_set_bar(struct pci_device *d, int bar, uint64_t size, bool is_io,
+		       bool is_64);
 /*
  * Append a capability of @len (>= 2) bytes with id @cap_id to the list in
  * the legacy 256 bytes (from 0x40, 4-byte aligned, linked from 0x34, status
@@ -148,8 +147,8 @@ int pci_bus_add(struct pci_bus *b, struct pci_device *d);
  * slot << 3 | function. Reads of absent functions and of bytes past the
  * 4 KiB config space return all-ones; such writes are dropped.
  */
-void pci_cfg_read(struct pci_bus *b, uint8_t devfn, uint32_t off,
-		  uint8_t *data, uint32_t len);
+void pci_cfg_read(struct pci_bus *b, uint8_t devfn, uint32_t off, uint8_t *data,
+		  uint32_t len);
 void pci_cfg_write(struct pci_bus *b, uint8_t devfn, uint32_t off,
 		   const uint8_t *data, uint32_t len);
 

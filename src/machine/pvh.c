@@ -47,7 +47,8 @@ static int read_fd(int fd, const char *path, uint8_t *buf, size_t size,
 				       strerror(errno));
 		if (r == 0)
 			return err_set(e, -EIO,
-				       "%s: file shrank while being read (got %zu of %zu bytes)",
+				       "%s: file shrank while being read (got "
+				       "%zu of %zu bytes)",
 				       path, got, size);
 		got += (size_t)r;
 	}
@@ -71,8 +72,7 @@ static int check_file_stat(const struct stat *st, const char *path,
 	return 0;
 }
 
-int read_whole_file(const char *path, uint8_t **buf, size_t *len,
-		    struct err *e)
+int read_whole_file(const char *path, uint8_t **buf, size_t *len, struct err *e)
 {
 	struct stat st;
 	uint8_t *p;
@@ -92,8 +92,8 @@ int read_whole_file(const char *path, uint8_t **buf, size_t *len,
 		goto out;
 	p = malloc((size_t)st.st_size);
 	if (!p) {
-		rc = err_set(e, -ENOMEM, "%s: cannot allocate %jd bytes",
-			     path, (intmax_t)st.st_size);
+		rc = err_set(e, -ENOMEM, "%s: cannot allocate %jd bytes", path,
+			     (intmax_t)st.st_size);
 		goto out;
 	}
 	rc = read_fd(fd, path, p, (size_t)st.st_size, e);
@@ -145,15 +145,18 @@ static int check_ident(const uint8_t *img, size_t len, struct err *e)
 		return parse_error(e, "not an ELF file");
 	if (len < EI_NIDENT)
 		return err_set(e, -ENOEXEC,
-			       "ELF file is truncated (identification needs %d bytes, file is %zu bytes)",
+			       "ELF file is truncated (identification needs %d "
+			       "bytes, file is %zu bytes)",
 			       EI_NIDENT, len);
 	if (img[EI_CLASS] != ELFCLASS64 && img[EI_CLASS] != ELFCLASS32)
 		return err_set(e, -ENOEXEC,
-			       "unsupported ELF class %u (want ELFCLASS32 or ELFCLASS64)",
+			       "unsupported ELF class %u (want ELFCLASS32 or "
+			       "ELFCLASS64)",
 			       img[EI_CLASS]);
 	if (img[EI_DATA] == ELFDATA2MSB)
-		return parse_error(e,
-				   "big-endian ELF file; x86 kernels are little-endian");
+		return parse_error(
+			e,
+			"big-endian ELF file; x86 kernels are little-endian");
 	if (img[EI_DATA] != ELFDATA2LSB)
 		return err_set(e, -ENOEXEC, "unknown ELF data encoding %u",
 			       img[EI_DATA]);
@@ -169,17 +172,20 @@ static int check_type_machine(bool is64, uint16_t type, uint16_t machine,
 	uint16_t want = is64 ? EM_X86_64 : EM_386;
 
 	if (machine != want)
-		return err_set(e, -ENOEXEC,
-			       "not an x86 ELF (%s file with e_machine %u; want %s)",
-			       is64 ? "ELF64" : "ELF32", machine,
-			       is64 ? "EM_X86_64 (62)" : "EM_386 (3)");
+		return err_set(
+			e, -ENOEXEC,
+			"not an x86 ELF (%s file with e_machine %u; want %s)",
+			is64 ? "ELF64" : "ELF32", machine,
+			is64 ? "EM_X86_64 (62)" : "EM_386 (3)");
 	if (type == ET_DYN)
 		return parse_error(e,
-				   "ELF type ET_DYN (position-independent) is not supported; need an ET_EXEC kernel");
+				   "ELF type ET_DYN (position-independent) is "
+				   "not supported; need an ET_EXEC kernel");
 	if (type != ET_EXEC)
-		return err_set(e, -ENOEXEC,
-			       "ELF type %u is not an executable (need ET_EXEC)",
-			       type);
+		return err_set(
+			e, -ENOEXEC,
+			"ELF type %u is not an executable (need ET_EXEC)",
+			type);
 	return 0;
 }
 
@@ -193,7 +199,8 @@ static int read_ehdr(const uint8_t *img, size_t len, struct elf_hdr *h,
 	need = h->is64 ? sizeof(Elf64_Ehdr) : sizeof(Elf32_Ehdr);
 	if (len < need)
 		return err_set(e, -ENOEXEC,
-			       "ELF file is truncated (header needs %zu bytes, file is %zu bytes)",
+			       "ELF file is truncated (header needs %zu bytes, "
+			       "file is %zu bytes)",
 			       need, len);
 	if (h->is64) {
 		Elf64_Ehdr eh;
@@ -217,8 +224,7 @@ static int read_ehdr(const uint8_t *img, size_t len, struct elf_hdr *h,
 	return check_type_machine(h->is64, type, machine, e);
 }
 
-static int check_phdr_table(const struct elf_hdr *h, size_t len,
-			    struct err *e)
+static int check_phdr_table(const struct elf_hdr *h, size_t len, struct err *e)
 {
 	size_t want = h->is64 ? sizeof(Elf64_Phdr) : sizeof(Elf32_Phdr);
 	uint64_t size;
@@ -230,17 +236,20 @@ static int check_phdr_table(const struct elf_hdr *h, size_t len,
 	if (h->phnum == 0)
 		return parse_error(e, "ELF file has no program headers");
 	if (h->phnum == PN_XNUM)
-		return parse_error(e,
-				   "too many program headers (extended numbering is not supported)");
+		return parse_error(e, "too many program headers (extended "
+				      "numbering is not supported)");
 	size = (uint64_t)h->phnum * h->phentsize; /* < 2^22: cannot wrap */
 	if (h->phoff > len)
 		return err_set(e, -ENOEXEC,
-			       "program headers start at offset 0x%" PRIx64 ", past the end of the file (%zu bytes)",
+			       "program headers start at offset 0x%" PRIx64
+			       ", past the end of the file (%zu bytes)",
 			       h->phoff, len);
 	if (!range_in_file(h->phoff, size, len))
-		return err_set(e, -ENOEXEC,
-			       "ELF file is truncated (program headers end at %" PRIu64 ", file is %zu bytes)",
-			       h->phoff + size, len);
+		return err_set(
+			e, -ENOEXEC,
+			"ELF file is truncated (program headers end at %" PRIu64
+			", file is %zu bytes)",
+			h->phoff + size, len);
 	return 0;
 }
 
@@ -254,14 +263,14 @@ static void read_phdr(const uint8_t *img, const struct elf_hdr *h, int i,
 		Elf64_Phdr ph;
 
 		memcpy(&ph, src, sizeof(ph));
-		*p = (struct elf_phdr){ ph.p_type,   ph.p_offset, ph.p_paddr,
-					ph.p_filesz, ph.p_memsz,  ph.p_align };
+		*p = (struct elf_phdr){ph.p_type,   ph.p_offset, ph.p_paddr,
+				       ph.p_filesz, ph.p_memsz,	 ph.p_align};
 	} else {
 		Elf32_Phdr ph;
 
 		memcpy(&ph, src, sizeof(ph));
-		*p = (struct elf_phdr){ ph.p_type,   ph.p_offset, ph.p_paddr,
-					ph.p_filesz, ph.p_memsz,  ph.p_align };
+		*p = (struct elf_phdr){ph.p_type,   ph.p_offset, ph.p_paddr,
+				       ph.p_filesz, ph.p_memsz,	 ph.p_align};
 	}
 }
 
@@ -272,16 +281,21 @@ static int check_load(const struct elf_phdr *p, int idx, size_t len,
 {
 	if (p->filesz > p->memsz)
 		return err_set(e, -ENOEXEC,
-			       "PT_LOAD segment %d: file size 0x%" PRIx64 " is larger than its memory size 0x%" PRIx64,
+			       "PT_LOAD segment %d: file size 0x%" PRIx64
+			       " is larger than its memory size 0x%" PRIx64,
 			       idx, p->filesz, p->memsz);
 	if (p->memsz > UINT64_MAX - p->paddr)
 		return err_set(e, -ENOEXEC,
-			       "PT_LOAD segment %d: address 0x%" PRIx64 " + size 0x%" PRIx64 " wraps past 2^64",
+			       "PT_LOAD segment %d: address 0x%" PRIx64
+			       " + size 0x%" PRIx64 " wraps past 2^64",
 			       idx, p->paddr, p->memsz);
 	if (p->filesz && !range_in_file(p->offset, p->filesz, len))
-		return err_set(e, -ENOEXEC,
-			       "PT_LOAD segment %d: file bytes at offset 0x%" PRIx64 " size 0x%" PRIx64 " extend past the end of the file (%zu bytes)",
-			       idx, p->offset, p->filesz, len);
+		return err_set(
+			e, -ENOEXEC,
+			"PT_LOAD segment %d: file bytes at offset 0x%" PRIx64
+			" size 0x%" PRIx64
+			" extend past the end of the file (%zu bytes)",
+			idx, p->offset, p->filesz, len);
 	return 0;
 }
 
@@ -298,10 +312,10 @@ static int add_load(const struct elf_phdr *p, int idx, size_t len,
 		return err_set(e, -ENOEXEC,
 			       "too many PT_LOAD segments (more than %d)",
 			       PVH_MAX_SEGMENTS);
-	k->seg[k->nsegs++] = (struct pvh_segment){ .file_off = p->offset,
-						   .filesz = p->filesz,
-						   .paddr = p->paddr,
-						   .memsz = p->memsz };
+	k->seg[k->nsegs++] = (struct pvh_segment){.file_off = p->offset,
+						  .filesz = p->filesz,
+						  .paddr = p->paddr,
+						  .memsz = p->memsz};
 	return 0;
 }
 
@@ -319,10 +333,13 @@ static int check_overlaps(const struct pvh_kernel *k, struct err *e)
 			const struct pvh_segment *b = &k->seg[j];
 
 			if (segs_overlap(a, b))
-				return err_set(e, -ENOEXEC,
-					       "PT_LOAD segments overlap: 0x%" PRIx64 "-0x%" PRIx64 " and 0x%" PRIx64 "-0x%" PRIx64,
-					       a->paddr, a->paddr + a->memsz,
-					       b->paddr, b->paddr + b->memsz);
+				return err_set(
+					e, -ENOEXEC,
+					"PT_LOAD segments overlap: 0x%" PRIx64
+					"-0x%" PRIx64 " and 0x%" PRIx64
+					"-0x%" PRIx64,
+					a->paddr, a->paddr + a->memsz, b->paddr,
+					b->paddr + b->memsz);
 		}
 	}
 	return 0;
@@ -371,8 +388,8 @@ static int collect_loads(const uint8_t *img, size_t len,
 struct note_walk {
 	const uint8_t *seg; /* the PT_NOTE segment's bytes */
 	uint64_t size;
-	uint64_t align;     /* 4, or 8 for 8-aligned ELF64 note segments */
-	int idx;            /* program header index, for messages */
+	uint64_t align; /* 4, or 8 for 8-aligned ELF64 note segments */
+	int idx;	/* program header index, for messages */
 };
 
 static uint64_t align_up(uint64_t v, uint64_t a)
@@ -389,8 +406,8 @@ static uint32_t get_u32(const uint8_t *p)
 }
 
 /* The PVH note's descriptor: a 32-bit (or 64-bit below 4 GiB) address. */
-static int pvh_note_entry(const uint8_t *desc, uint32_t descsz,
-			  uint32_t *entry, struct err *e)
+static int pvh_note_entry(const uint8_t *desc, uint32_t descsz, uint32_t *entry,
+			  struct err *e)
 {
 	uint64_t v;
 
@@ -399,9 +416,10 @@ static int pvh_note_entry(const uint8_t *desc, uint32_t descsz,
 		return 0;
 	}
 	if (descsz != 8)
-		return err_set(e, -ENOEXEC,
-			       "PVH entry note has a %u-byte descriptor (want 4 or 8)",
-			       descsz);
+		return err_set(
+			e, -ENOEXEC,
+			"PVH entry note has a %u-byte descriptor (want 4 or 8)",
+			descsz);
 	memcpy(&v, desc, sizeof(v));
 	if (v > UINT32_MAX)
 		return err_set(e, -ENOEXEC,
@@ -420,17 +438,19 @@ static bool is_pvh_note(const uint8_t *name, uint32_t namesz, uint32_t type)
 static int malformed_note(const struct note_walk *w, uint64_t pos,
 			  const char *field, uint32_t val, struct err *e)
 {
-	return err_set(e, -ENOEXEC,
-		       "malformed note at offset %" PRIu64 " of PT_NOTE segment %d: %s %u exceeds the segment (%" PRIu64 " bytes)",
-		       pos, w->idx, field, val, w->size);
+	return err_set(
+		e, -ENOEXEC,
+		"malformed note at offset %" PRIu64
+		" of PT_NOTE segment %d: %s %u exceeds the segment (%" PRIu64
+		" bytes)",
+		pos, w->idx, field, val, w->size);
 }
 
 /*
  * Walk the notes of one PT_NOTE segment. Returns 1 and sets @entry when
  * the PVH note is found, 0 when it is not there, or a negative error.
  */
-static int walk_notes(const struct note_walk *w, uint32_t *entry,
-		      struct err *e)
+static int walk_notes(const struct note_walk *w, uint32_t *entry, struct err *e)
 {
 	uint64_t pos = 0;
 
@@ -447,8 +467,8 @@ static int walk_notes(const struct note_walk *w, uint32_t *entry,
 		if (descsz > w->size - desc_at)
 			return malformed_note(w, pos, "descsz", descsz, e);
 		if (is_pvh_note(w->seg + name_at, namesz, type)) {
-			int rc = pvh_note_entry(w->seg + desc_at, descsz,
-						entry, e);
+			int rc = pvh_note_entry(w->seg + desc_at, descsz, entry,
+						e);
 
 			return rc ? rc : 1;
 		}
@@ -480,19 +500,22 @@ static int find_pvh_entry(const uint8_t *img, size_t len,
 		if (p.type != PT_NOTE)
 			continue;
 		if (!range_in_file(p.offset, p.filesz, len))
-			return err_set(e, -ENOEXEC,
-				       "PT_NOTE segment %d at offset 0x%" PRIx64 " size 0x%" PRIx64 " extends past the end of the file (%zu bytes)",
-				       i, p.offset, p.filesz, len);
-		w = (struct note_walk){ .seg = img + p.offset,
-					.size = p.filesz,
-					.align = note_align(h, &p),
-					.idx = i };
+			return err_set(
+				e, -ENOEXEC,
+				"PT_NOTE segment %d at offset 0x%" PRIx64
+				" size 0x%" PRIx64
+				" extends past the end of the file (%zu bytes)",
+				i, p.offset, p.filesz, len);
+		w = (struct note_walk){.seg = img + p.offset,
+				       .size = p.filesz,
+				       .align = note_align(h, &p),
+				       .idx = i};
 		rc = walk_notes(&w, entry, e);
 		if (rc)
 			return rc < 0 ? rc : 0;
 	}
-	return parse_error(e,
-			   "no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); dvmm boots PVH ELF kernels");
+	return parse_error(e, "no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); "
+			      "dvmm boots PVH ELF kernels");
 }
 
 /* The entry must be in file-backed bytes of some segment. */
@@ -505,14 +528,15 @@ static int check_entry(const struct pvh_kernel *k, struct err *e)
 			return 0;
 	}
 	return err_set(e, -ENOEXEC,
-		       "entry point 0x%" PRIx32 " is outside the loaded segments",
+		       "entry point 0x%" PRIx32
+		       " is outside the loaded segments",
 		       k->entry);
 }
 
 int pvh_parse(const uint8_t *img, size_t len, struct pvh_kernel *k,
 	      struct err *e)
 {
-	struct elf_hdr h = { 0 };
+	struct elf_hdr h = {0};
 	int rc;
 
 	memset(k, 0, sizeof(*k));
@@ -557,15 +581,19 @@ static int check_segment(const struct guest_mem *m, size_t len,
 	if (s->memsz > UINT64_MAX - s->paddr || s->filesz > s->memsz ||
 	    !range_in_file(s->file_off, s->filesz, len))
 		return err_set(e, -EINVAL,
-			       "kernel segment at 0x%" PRIx64 " does not match the file (not from pvh_parse?)",
+			       "kernel segment at 0x%" PRIx64
+			       " does not match the file (not from pvh_parse?)",
 			       s->paddr);
 	if (s->paddr < LAYOUT_HIMEM)
 		return err_set(e, -ERANGE,
-			       "kernel segment 0x%" PRIx64 "-0x%" PRIx64 " starts below 1 MiB; PVH kernels load at or above 0x%llx",
+			       "kernel segment 0x%" PRIx64 "-0x%" PRIx64
+			       " starts below 1 MiB; PVH kernels load at or "
+			       "above 0x%llx",
 			       s->paddr, s->paddr + s->memsz, LAYOUT_HIMEM);
 	if (!guest_mem_ptr(m, s->paddr, s->memsz))
 		return err_set(e, -ERANGE,
-			       "kernel segment 0x%" PRIx64 "-0x%" PRIx64 " does not fit in guest RAM (%s)",
+			       "kernel segment 0x%" PRIx64 "-0x%" PRIx64
+			       " does not fit in guest RAM (%s)",
 			       s->paddr, s->paddr + s->memsz,
 			       fmt_size(m->ram_size, ram, sizeof(ram)));
 	return 0;
@@ -622,7 +650,9 @@ int pvh_place_initrd(const struct guest_mem *m, const struct pvh_kernel *k,
 	room = top > bottom ? top - bottom : 0;
 	if (size > room)
 		return err_set(e, -ENOSPC,
-			       "initrd (%s) does not fit in guest RAM: %s free between the kernel end 0x%" PRIx64 " and 0x%" PRIx64,
+			       "initrd (%s) does not fit in guest RAM: %s free "
+			       "between the kernel end 0x%" PRIx64
+			       " and 0x%" PRIx64,
 			       fmt_size(size, a, sizeof(a)),
 			       fmt_size(room, b, sizeof(b)), bottom, top);
 	*gpa = (top - size) & ~(PAGE_SIZE - 1);
@@ -631,16 +661,16 @@ int pvh_place_initrd(const struct guest_mem *m, const struct pvh_kernel *k,
 
 /* ---- hvm_start_info --------------------------------------------------- */
 
-static int boot_write(const struct guest_mem *m, uint64_t gpa,
-		      const void *src, size_t len, const char *what,
-		      struct err *e)
+static int boot_write(const struct guest_mem *m, uint64_t gpa, const void *src,
+		      size_t len, const char *what, struct err *e)
 {
 	char ram[32];
 
 	if (guest_mem_write(m, gpa, src, len) == 0)
 		return 0;
 	return err_set(e, -ERANGE,
-		       "cannot write the %s at 0x%" PRIx64 "-0x%" PRIx64 ": outside guest RAM (%s)",
+		       "cannot write the %s at 0x%" PRIx64 "-0x%" PRIx64
+		       ": outside guest RAM (%s)",
 		       what, gpa, gpa + len,
 		       fmt_size(m->ram_size, ram, sizeof(ram)));
 }
@@ -656,12 +686,12 @@ static int write_cmdline(const struct guest_mem *m, const char *cmdline,
 		return 0;
 	n = strnlen(cmdline, LAYOUT_CMDLINE_MAX);
 	if (n >= LAYOUT_CMDLINE_MAX)
-		return err_set(e, -E2BIG,
-			       "kernel command line is %zu bytes; the limit is %d",
-			       strlen(cmdline), LAYOUT_CMDLINE_MAX - 1);
+		return err_set(
+			e, -E2BIG,
+			"kernel command line is %zu bytes; the limit is %d",
+			strlen(cmdline), LAYOUT_CMDLINE_MAX - 1);
 	*paddr = LAYOUT_CMDLINE;
-	return boot_write(m, LAYOUT_CMDLINE, cmdline, n + 1, "command line",
-			  e);
+	return boot_write(m, LAYOUT_CMDLINE, cmdline, n + 1, "command line", e);
 }
 
 /* The initrd as module 0 at LAYOUT_MODLIST; sets *nr to the count. */
@@ -669,23 +699,23 @@ static int write_modlist(const struct guest_mem *m,
 			 const struct pvh_boot_args *a, uint32_t *nr,
 			 struct err *e)
 {
-	struct hvm_modlist_entry mod = { .paddr = a->initrd_gpa,
-					 .size = a->initrd_size };
+	struct hvm_modlist_entry mod = {.paddr = a->initrd_gpa,
+					.size = a->initrd_size};
 
 	*nr = 0;
 	if (a->initrd_size == 0)
 		return 0;
 	if (!guest_mem_ptr(m, a->initrd_gpa, a->initrd_size))
 		return err_set(e, -EINVAL,
-			       "initrd at 0x%" PRIx64 " size 0x%" PRIx64 " is not inside guest RAM",
+			       "initrd at 0x%" PRIx64 " size 0x%" PRIx64
+			       " is not inside guest RAM",
 			       a->initrd_gpa, a->initrd_size);
 	*nr = 1;
 	return boot_write(m, LAYOUT_MODLIST, &mod, sizeof(mod), "module list",
 			  e);
 }
 
-static int write_memmap(const struct guest_mem *m, uint32_t *nr,
-			struct err *e)
+static int write_memmap(const struct guest_mem *m, uint32_t *nr, struct err *e)
 {
 	struct memmap_entry map[MEMMAP_MAX];
 	struct hvm_memmap_table_entry t[MEMMAP_MAX];
@@ -694,9 +724,9 @@ static int write_memmap(const struct guest_mem *m, uint32_t *nr,
 	if (n < 0 || n > MEMMAP_MAX || n > LAYOUT_MEMMAP_MAX)
 		return err_set(e, -EINVAL, "memory map has %d entries", n);
 	for (int i = 0; i < n; i++)
-		t[i] = (struct hvm_memmap_table_entry){ .addr = map[i].addr,
-							.size = map[i].size,
-							.type = map[i].type };
+		t[i] = (struct hvm_memmap_table_entry){.addr = map[i].addr,
+						       .size = map[i].size,
+						       .type = map[i].type};
 	*nr = (uint32_t)n;
 	return boot_write(m, LAYOUT_MEMMAP, t, (size_t)n * sizeof(t[0]),
 			  "memory map", e);
@@ -705,9 +735,10 @@ static int write_memmap(const struct guest_mem *m, uint32_t *nr,
 int pvh_write_start_info(const struct guest_mem *m,
 			 const struct pvh_boot_args *a, struct err *e)
 {
-	struct hvm_start_info si = { .magic = HVM_START_MAGIC, .version = 1,
-				     .rsdp_paddr = a->rsdp_gpa,
-				     .memmap_paddr = LAYOUT_MEMMAP };
+	struct hvm_start_info si = {.magic = HVM_START_MAGIC,
+				    .version = 1,
+				    .rsdp_paddr = a->rsdp_gpa,
+				    .memmap_paddr = LAYOUT_MEMMAP};
 	uint64_t cmdline_paddr;
 	uint32_t nr_modules, nr_map;
 	int rc;

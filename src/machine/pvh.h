@@ -53,9 +53,9 @@ struct pvh_segment {
 };
 
 struct pvh_kernel {
-	uint32_t entry;            /* 32-bit physical entry point */
-	uint64_t load_start;       /* lowest paddr of any PT_LOAD */
-	uint64_t load_end;         /* highest paddr + memsz */
+	uint32_t entry;	     /* 32-bit physical entry point */
+	uint64_t load_start; /* lowest paddr of any PT_LOAD */
+	uint64_t load_end;   /* highest paddr + memsz */
 	int nsegs;
 	struct pvh_segment seg[PVH_MAX_SEGMENTS];
 };
@@ -78,8 +78,8 @@ int pvh_load(const struct guest_mem *m, const uint8_t *img, size_t len,
 	     const struct pvh_kernel *k, struct err *e);
 
 struct pvh_boot_args {
-	const char *cmdline;       /* may be NULL */
-	uint64_t initrd_gpa;       /* 0 when no initrd */
+	const char *cmdline; /* may be NULL */
+	uint64_t initrd_gpa; /* 0 when no initrd */
 	uint64_t initrd_size;
 	uint64_t rsdp_gpa;
 };

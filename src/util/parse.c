@@ -12,7 +12,7 @@ static int unit_shift(const char *suffix, unsigned int *shift)
 	static const struct {
 		char c;
 		unsigned int shift;
-	} units[] = { { 'k', 10 }, { 'm', 20 }, { 'g', 30 }, { 't', 40 } };
+	} units[] = {{'k', 10}, {'m', 20}, {'g', 30}, {'t', 40}};
 	char c = (char)tolower((unsigned char)suffix[0]);
 
 	if (suffix[0] == '\0' || strcasecmp(suffix, "b") == 0) {

@@ -23,7 +23,7 @@ struct virtio_rng;
 struct virtio_blk_stats {
 	uint64_t reads, writes, flushes, discards;
 	uint64_t read_bytes, write_bytes;
-	uint64_t errors;          /* completed with IOERR or UNSUPP */
+	uint64_t errors; /* completed with IOERR or UNSUPP */
 };
 
 /*
@@ -38,8 +38,8 @@ void virtio_blk_get_stats(struct virtio_blk *b, struct virtio_blk_stats *s);
 void virtio_blk_destroy(struct virtio_blk *b);
 
 struct virtio_net_stats {
-	uint64_t rx_packets, rx_bytes, rx_dropped;  /* tap -> guest */
-	uint64_t tx_packets, tx_bytes, tx_dropped;  /* guest -> tap */
+	uint64_t rx_packets, rx_bytes, rx_dropped; /* tap -> guest */
+	uint64_t tx_packets, tx_bytes, tx_dropped; /* guest -> tap */
 };
 
 /* net.c: --net tap=NAME[,mac=xx:xx:xx:xx:xx:xx]; NAME NULL -> dvmm makes

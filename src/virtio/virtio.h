@@ -66,18 +66,18 @@ struct virtio_transport {
 };
 
 struct virtio_device {
-	const char *name;         /* e.g. "virtio-blk0", for log lines */
+	const char *name; /* e.g. "virtio-blk0", for log lines */
 	uint16_t device_id;
 	uint16_t num_queues;
-	uint16_t queue_size_max;  /* power of two <= VQ_MAX_SIZE */
+	uint16_t queue_size_max; /* power of two <= VQ_MAX_SIZE */
 	uint32_t config_size;
 	const struct virtio_device_ops *ops;
-	void *priv;               /* the device's own state */
+	void *priv; /* the device's own state */
 	const struct guest_mem *mem;
 	struct virtio_transport transport;
 
-	pthread_mutex_t lock;     /* status and features */
-	uint64_t guest_features;  /* negotiated */
+	pthread_mutex_t lock;	 /* status and features */
+	uint64_t guest_features; /* negotiated */
 	uint8_t status;
 	uint8_t config_generation;
 	struct virtqueue vq[VIRTIO_MAX_QUEUES];

@@ -25,7 +25,7 @@
 enum doorbell_mode { DOORBELL_IOEVENTFD, DOORBELL_POLL };
 
 #define VIRTIO_PCI_VENDOR 0x1af4
-#define VIRTIO_PCI_DEVICE_BASE 0x1040   /* + device id, modern-only */
+#define VIRTIO_PCI_DEVICE_BASE 0x1040 /* + device id, modern-only */
 #define VIRTIO_PCI_NOTIFY_MULTIPLIER 4096
 #define VIRTIO_PCI_BAR_CFG 0
 #define VIRTIO_PCI_BAR_NOTIFY 2
@@ -36,10 +36,10 @@ enum doorbell_mode { DOORBELL_IOEVENTFD, DOORBELL_POLL };
 /* BAR 0 regions and BAR 4 layout. */
 #define VIRTIO_PCI_BAR_CFG_SIZE 0x4000
 #define VIRTIO_PCI_COMMON_OFF 0x0000
-#define VIRTIO_PCI_COMMON_LEN 0x3c        /* through queue_reset */
+#define VIRTIO_PCI_COMMON_LEN 0x3c /* through queue_reset */
 #define VIRTIO_PCI_ISR_OFF 0x1000
 #define VIRTIO_PCI_DEVICE_OFF 0x2000
-#define VIRTIO_PCI_DEVICE_MAX 0x2000      /* largest device config */
+#define VIRTIO_PCI_DEVICE_MAX 0x2000 /* largest device config */
 #define VIRTIO_PCI_BAR_MSIX_SIZE 0x1000
 #define VIRTIO_PCI_MSIX_TABLE_OFF 0x0000
 #define VIRTIO_PCI_MSIX_PBA_OFF 0x0800
@@ -82,10 +82,10 @@ struct virtio_pci_msix_vec {
 	uint64_t addr;
 	uint32_t data;
 	bool masked;
-	bool pending;             /* PBA bit */
-	bool dirty;               /* addr/data differ from the route's */
-	int gsi;                  /* KVM MSI route, -1 when none */
-	int irqfd;                /* eventfd bound to gsi, -1 when none */
+	bool pending; /* PBA bit */
+	bool dirty;   /* addr/data differ from the route's */
+	int gsi;      /* KVM MSI route, -1 when none */
+	int irqfd;    /* eventfd bound to gsi, -1 when none */
 };
 
 struct virtio_pci {
@@ -101,9 +101,10 @@ struct virtio_pci {
 	 * irq_lock. notify_queue/notify_config take irq_lock only, so a
 	 * device may interrupt from any thread (not holding vq->lock).
 	 */
-	pthread_mutex_t lock;     /* transport registers and BARs */
+	pthread_mutex_t lock; /* transport registers and BARs */
 	uint32_t device_feature_select, driver_feature_select;
-	uint64_t driver_features; /* written by the driver, pending FEATURES_OK */
+	uint64_t
+		driver_features; /* written by the driver, pending FEATURES_OK */
 	uint16_t queue_select;
 	struct {
 		uint16_t size;
@@ -113,16 +114,16 @@ struct virtio_pci {
 	} q[VIRTIO_MAX_QUEUES];
 
 	pthread_mutex_t irq_lock; /* interrupt state below */
-	uint16_t msix_config;     /* vector for config changes */
-	uint8_t isr;              /* bit0 queue, bit1 config (INTx) */
-	bool intx_level;          /* INTx line asserted */
+	uint16_t msix_config;	  /* vector for config changes */
+	uint8_t isr;		  /* bit0 queue, bit1 config (INTx) */
+	bool intx_level;	  /* INTx line asserted */
 	bool msix_enabled, msix_masked;
-	bool dead;                /* destroyed: interrupts are dropped */
+	bool dead; /* destroyed: interrupts are dropped */
 	struct virtio_pci_msix_vec msix[VIRTIO_PCI_MSIX_VECTORS];
-	uint64_t interrupts;      /* interrupts raised */
+	uint64_t interrupts; /* interrupts raised */
 
 	/* config space: capability offsets */
-	uint8_t cap_cfg;                  /* VIRTIO_PCI_CAP_PCI_CFG */
+	uint8_t cap_cfg; /* VIRTIO_PCI_CAP_PCI_CFG */
 	uint8_t cap_msix;
 
 	/* BARs as registered with KVM and the io registry (lock) */
@@ -131,15 +132,15 @@ struct virtio_pci {
 	uint16_t ioevent_lens[VIRTIO_MAX_QUEUES]; /* bit L: length L on */
 
 	/* doorbells */
-	uint64_t notify_bar_size;         /* BAR 2 bytes */
-	int kick_fd[VIRTIO_MAX_QUEUES];   /* ioeventfd mode */
-	uint8_t *doorbell_mem;            /* poll mode: the notify BAR */
-	int doorbell_slot;                /* poll mode memslot, -1 if none */
-	pthread_t kick_thread;            /* ioeventfd mode */
+	uint64_t notify_bar_size;	/* BAR 2 bytes */
+	int kick_fd[VIRTIO_MAX_QUEUES]; /* ioeventfd mode */
+	uint8_t *doorbell_mem;		/* poll mode: the notify BAR */
+	int doorbell_slot;		/* poll mode memslot, -1 if none */
+	pthread_t kick_thread;		/* ioeventfd mode */
 	bool kick_thread_started;
-	int stop_fd;                      /* wakes the kick thread */
-	int epoll_fd;                     /* the kick thread's */
-	uint64_t kicks;                   /* doorbells served (atomic) */
+	int stop_fd;	/* wakes the kick thread */
+	int epoll_fd;	/* the kick thread's */
+	uint64_t kicks; /* doorbells served (atomic) */
 };
 
 /*
@@ -200,10 +201,10 @@ void doorbell_poller_set_backoff(struct doorbell_poller *p,
 				 uint32_t sleep_max_us);
 
 struct doorbell_poller_stats {
-	uint64_t rounds;          /* scans of every word */
-	uint64_t kicks;           /* queue_kick calls */
-	uint64_t sleeps;          /* back-off sleeps */
-	unsigned int entries;     /* words watched */
+	uint64_t rounds;      /* scans of every word */
+	uint64_t kicks;	      /* queue_kick calls */
+	uint64_t sleeps;      /* back-off sleeps */
+	unsigned int entries; /* words watched */
 };
 void doorbell_poller_get_stats(struct doorbell_poller *p,
 			       struct doorbell_poller_stats *s);

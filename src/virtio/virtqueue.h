@@ -15,8 +15,8 @@
 
 #include "core/guest_mem.h"
 
-#define VQ_MAX_SIZE 1024      /* largest queue size a device offers */
-#define VQ_MAX_SEGS 256       /* longest chain we accept (incl. indirect) */
+#define VQ_MAX_SIZE 1024 /* largest queue size a device offers */
+#define VQ_MAX_SEGS 256	 /* longest chain we accept (incl. indirect) */
 
 /* Split-ring layouts from the virtio 1.2 specification, section 2.7. */
 struct vring_desc {
@@ -60,31 +60,31 @@ struct vring_used {
 
 /* One descriptor chain: readable segments first, then writable ones. */
 struct vq_chain {
-	uint16_t head;            /* id to give back in the used ring */
-	unsigned int n_out;       /* driver -> device segments: iov[0..n_out) */
-	unsigned int n_in;        /* device -> driver: iov[n_out..n_out+n_in) */
+	uint16_t head;	    /* id to give back in the used ring */
+	unsigned int n_out; /* driver -> device segments: iov[0..n_out) */
+	unsigned int n_in;  /* device -> driver: iov[n_out..n_out+n_in) */
 	uint64_t out_bytes;
 	uint64_t in_bytes;
 	struct iovec iov[VQ_MAX_SEGS]; /* host addresses inside guest RAM */
 };
 
 struct virtqueue {
-	pthread_mutex_t lock;     /* held around pop/push; error-checking */
+	pthread_mutex_t lock; /* held around pop/push; error-checking */
 	const struct guest_mem *mem;
-	uint16_t size;            /* power of two, <= VQ_MAX_SIZE */
+	uint16_t size; /* power of two, <= VQ_MAX_SIZE */
 	bool enabled;
-	bool event_idx;           /* VIRTIO_F_EVENT_IDX negotiated */
-	bool indirect;            /* VIRTIO_F_INDIRECT_DESC negotiated */
+	bool event_idx; /* VIRTIO_F_EVENT_IDX negotiated */
+	bool indirect;	/* VIRTIO_F_INDIRECT_DESC negotiated */
 	uint64_t desc_gpa, avail_gpa, used_gpa;
-	struct vring_desc *desc;  /* host views, validated by vq_enable */
+	struct vring_desc *desc; /* host views, validated by vq_enable */
 	struct vring_avail *avail;
 	struct vring_used *used;
-	uint16_t last_avail;      /* next avail entry to consume */
-	uint16_t used_idx;        /* our copy of used->idx */
-	uint16_t signalled_used;  /* used_idx when we last interrupted */
+	uint16_t last_avail;	 /* next avail entry to consume */
+	uint16_t used_idx;	 /* our copy of used->idx */
+	uint16_t signalled_used; /* used_idx when we last interrupted */
 	bool signalled_valid;
-	bool kick_wanted;         /* vq_set_kick_wanted(); true after enable */
-	char error[128];          /* why the last pop failed */
+	bool kick_wanted; /* vq_set_kick_wanted(); true after enable */
+	char error[128];  /* why the last pop failed */
 };
 
 int vq_init(struct virtqueue *vq);
@@ -96,9 +96,9 @@ void vq_destroy(struct virtqueue *vq);
  * every ring lies inside guest RAM. Returns 0 or -EINVAL (vq->error says
  * why). @features are the negotiated feature bits.
  */
-int vq_enable(struct virtqueue *vq, const struct guest_mem *mem,
-	      uint16_t size, uint64_t desc_gpa, uint64_t avail_gpa,
-	      uint64_t used_gpa, uint64_t features);
+int vq_enable(struct virtqueue *vq, const struct guest_mem *mem, uint16_t size,
+	      uint64_t desc_gpa, uint64_t avail_gpa, uint64_t used_gpa,
+	      uint64_t features);
 /* Forget the rings (device reset). */
 void vq_disable(struct virtqueue *vq);
 
@@ -148,7 +148,7 @@ bool vq_has_work(struct virtqueue *vq);
  */
 size_t vq_chain_read(const struct vq_chain *c, uint64_t off, void *dst,
 		     size_t len);
-size_t vq_chain_write(const struct vq_chain *c, uint64_t off,
-		      const void *src, size_t len);
+size_t vq_chain_write(const struct vq_chain *c, uint64_t off, const void *src,
+		      size_t len);
 
 #endif

@@ -1057,11 +1057,10 @@ static void pm_up(struct fixture *f)
 	assert_int_equal(acpi_pm_init(&f->pm, &f->io, &f->lc), 0);
 	f->pm_up = true;
 	/* What pci_bus_init does with its cf9 handler. */
-	assert_int_equal(ioreg_register(&f->io, IO_SPACE_PIO,
-					PORT_RESET_CONTROL, 1,
-					acpi_pm_reset_control_io, &f->pm,
-					"test-cf9"),
-			 0);
+	assert_int_equal(
+		ioreg_register(&f->io, IO_SPACE_PIO, PORT_RESET_CONTROL, 1,
+			       acpi_pm_reset_control_io, &f->pm, "test-cf9"),
+		0);
 }
 
 static void test_acpi_pm_s5_poweroff(void **state)

@@ -97,11 +97,10 @@ static void check_pc(uint64_t ram)
 	assert_true(has(&b, LAYOUT_EBDA_START, 0xA0000 - LAYOUT_EBDA_START,
 			MEMMAP_RESERVED));
 	assert_true(has(&b, LAYOUT_BIOS_START,
-			LAYOUT_BIOS_END - LAYOUT_BIOS_START,
-			MEMMAP_RESERVED));
+			LAYOUT_BIOS_END - LAYOUT_BIOS_START, MEMMAP_RESERVED));
 	if (low > LAYOUT_HIMEM)
-		assert_true(has(&b, LAYOUT_HIMEM, low - LAYOUT_HIMEM,
-				MEMMAP_RAM));
+		assert_true(
+			has(&b, LAYOUT_HIMEM, low - LAYOUT_HIMEM, MEMMAP_RAM));
 	assert_true(has(&b, PCI_ECAM_BASE, PCI_ECAM_SIZE, MEMMAP_RESERVED));
 	assert_true(has(&b, LAYOUT_IOAPIC_ADDR, 0x1000, MEMMAP_RESERVED));
 	assert_true(has(&b, LAYOUT_LAPIC_ADDR, 0x1000, MEMMAP_RESERVED));
@@ -115,16 +114,16 @@ static void check_pc(uint64_t ram)
 /* The ECAM window is reserved whatever the RAM size, and never RAM. */
 static void test_ecam_reserved(void **state)
 {
-	static const uint64_t sizes[] = { 0x1000, 0xA0000, 16 * MiB,
-					  3 * GiB, 8 * GiB };
+	static const uint64_t sizes[] = {0x1000, 0xA0000, 16 * MiB, 3 * GiB,
+					 8 * GiB};
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		struct built b;
 
 		build(&b, sizes[i]);
-		assert_true(has(&b, PCI_ECAM_BASE, PCI_ECAM_SIZE,
-				MEMMAP_RESERVED));
+		assert_true(
+			has(&b, PCI_ECAM_BASE, PCI_ECAM_SIZE, MEMMAP_RESERVED));
 		for (int j = 0; j < b.n; j++) {
 			const struct memmap_entry *x = &b.e[j];
 
@@ -198,14 +197,14 @@ static void test_exactly_1m_and_a_page(void **state)
 /* Below 1 MiB: nothing described as RAM or reserved past RAM's end. */
 static void test_tiny(void **state)
 {
-	const uint64_t sizes[] = { 0x1000, 0x80000, 0x9F000, 0xA0000,
-				   0xC0000, 0xE1000, 0xFF000 };
+	const uint64_t sizes[] = {0x1000,  0x80000, 0x9F000, 0xA0000,
+				  0xC0000, 0xE1000, 0xFF000};
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		uint64_t ram = sizes[i];
-		uint64_t want = ram < LAYOUT_EBDA_START ? ram :
-							  LAYOUT_EBDA_START;
+		uint64_t want =
+			ram < LAYOUT_EBDA_START ? ram : LAYOUT_EBDA_START;
 		struct built b;
 
 		build(&b, ram);

@@ -62,8 +62,8 @@ static void test_int_range(void **state)
 
 static void test_mac(void **state)
 {
-	uint8_t mac[6] = { 0 };
-	static const uint8_t want[6] = { 0x52, 0x54, 0x00, 0xab, 0xcd, 0xef };
+	uint8_t mac[6] = {0};
+	static const uint8_t want[6] = {0x52, 0x54, 0x00, 0xab, 0xcd, 0xef};
 
 	(void)state;
 	assert_int_equal(parse_mac("52:54:00:AB:cd:ef", mac), 0);

@@ -78,10 +78,10 @@ static void telf_init(struct telf *t, bool is64)
 	t->phoff = is64 ? sizeof(Elf64_Ehdr) : sizeof(Elf32_Ehdr);
 	t->nph = 2;
 	t->phnum = 2;
-	t->ph[0] = (struct tph){ PT_LOAD, CODE_OFF, LOAD_ADDR, CODE_SIZE,
-				 CODE_SIZE + BSS_SIZE, 0x1000 };
-	t->ph[1] = (struct tph){ PT_NOTE, NOTE_OFF, 0, NOTE_SIZE, NOTE_SIZE,
-				 4 };
+	t->ph[0] = (struct tph){
+		PT_LOAD, CODE_OFF, LOAD_ADDR, CODE_SIZE, CODE_SIZE + BSS_SIZE,
+		0x1000};
+	t->ph[1] = (struct tph){PT_NOTE, NOTE_OFF, 0, NOTE_SIZE, NOTE_SIZE, 4};
 	memcpy(t->note_name, "Xen", 4);
 	t->namesz = 4;
 	t->descsz = 4;
@@ -93,23 +93,25 @@ static void telf_init(struct telf *t, bool is64)
 static void put_ehdr(struct telf *t)
 {
 	if (t->is64) {
-		Elf64_Ehdr h = { .e_type = t->type, .e_machine = t->machine,
-				 .e_version = EV_CURRENT,
-				 .e_entry = 0xffffffff81000000ULL,
-				 .e_phoff = t->phoff,
-				 .e_ehsize = sizeof(h),
-				 .e_phentsize = t->phentsize,
-				 .e_phnum = t->phnum };
+		Elf64_Ehdr h = {.e_type = t->type,
+				.e_machine = t->machine,
+				.e_version = EV_CURRENT,
+				.e_entry = 0xffffffff81000000ULL,
+				.e_phoff = t->phoff,
+				.e_ehsize = sizeof(h),
+				.e_phentsize = t->phentsize,
+				.e_phnum = t->phnum};
 
 		memcpy(t->img, &h, sizeof(h));
 	} else {
-		Elf32_Ehdr h = { .e_type = t->type, .e_machine = t->machine,
-				 .e_version = EV_CURRENT,
-				 .e_entry = 0xc1000000U,
-				 .e_phoff = (uint32_t)t->phoff,
-				 .e_ehsize = sizeof(h),
-				 .e_phentsize = t->phentsize,
-				 .e_phnum = t->phnum };
+		Elf32_Ehdr h = {.e_type = t->type,
+				.e_machine = t->machine,
+				.e_version = EV_CURRENT,
+				.e_entry = 0xc1000000U,
+				.e_phoff = (uint32_t)t->phoff,
+				.e_ehsize = sizeof(h),
+				.e_phentsize = t->phentsize,
+				.e_phnum = t->phnum};
 
 		memcpy(t->img, &h, sizeof(h));
 	}
@@ -128,20 +130,23 @@ static void put_phdr(struct telf *t, int i)
 	if (t->phoff > IMG_CAP || at + sz > NOTE_OFF)
 		return; /* a test pointed the table elsewhere on purpose */
 	if (t->is64) {
-		Elf64_Phdr h = { .p_type = p->type, .p_offset = p->off,
-				 .p_vaddr = p->paddr, .p_paddr = p->paddr,
-				 .p_filesz = p->filesz, .p_memsz = p->memsz,
-				 .p_align = p->align };
+		Elf64_Phdr h = {.p_type = p->type,
+				.p_offset = p->off,
+				.p_vaddr = p->paddr,
+				.p_paddr = p->paddr,
+				.p_filesz = p->filesz,
+				.p_memsz = p->memsz,
+				.p_align = p->align};
 
 		memcpy(t->img + at, &h, sz);
 	} else {
-		Elf32_Phdr h = { .p_type = p->type,
-				 .p_offset = (uint32_t)p->off,
-				 .p_vaddr = (uint32_t)p->paddr,
-				 .p_paddr = (uint32_t)p->paddr,
-				 .p_filesz = (uint32_t)p->filesz,
-				 .p_memsz = (uint32_t)p->memsz,
-				 .p_align = (uint32_t)p->align };
+		Elf32_Phdr h = {.p_type = p->type,
+				.p_offset = (uint32_t)p->off,
+				.p_vaddr = (uint32_t)p->paddr,
+				.p_paddr = (uint32_t)p->paddr,
+				.p_filesz = (uint32_t)p->filesz,
+				.p_memsz = (uint32_t)p->memsz,
+				.p_align = (uint32_t)p->align};
 
 		memcpy(t->img + at, &h, sz);
 	}
@@ -299,8 +304,8 @@ static void test_note_after_other_note(void **state)
 {
 	struct telf t;
 	struct pvh_kernel k;
-	uint8_t other[12 + 8 + 4] = { 0 };
-	uint32_t w[3] = { 5, 4, 1 };
+	uint8_t other[12 + 8 + 4] = {0};
+	uint32_t w[3] = {5, 4, 1};
 
 	(void)state;
 	telf_init(&t, true);
@@ -308,15 +313,13 @@ static void test_note_after_other_note(void **state)
 	memcpy(other, w, sizeof(w));
 	memcpy(other + 12, "Linux", 5);
 	/* Shift the Xen note after the other one, inside NOTE_OFF..CODE_OFF. */
-	memmove(t.img + NOTE_OFF + sizeof(other), t.img + NOTE_OFF,
-		NOTE_SIZE);
+	memmove(t.img + NOTE_OFF + sizeof(other), t.img + NOTE_OFF, NOTE_SIZE);
 	memcpy(t.img + NOTE_OFF, other, sizeof(other));
 	t.ph[1].filesz = sizeof(other) + NOTE_SIZE;
 	/* Rewrite only the program headers; keep the hand-made notes. */
 	for (int i = 0; i < t.nph; i++)
 		put_phdr(&t, i);
-	assert_int_equal(parse_exact(t.img, t.len, &k, &(struct err){ 0 }),
-			 0);
+	assert_int_equal(parse_exact(t.img, t.len, &k, &(struct err){0}), 0);
 	assert_int_equal(k.entry, ENTRY);
 }
 
@@ -328,14 +331,14 @@ static void test_max_segments_ok(void **state)
 	(void)state;
 	telf_init(&t, true);
 	for (int i = 2; i < PVH_MAX_SEGMENTS + 1; i++)
-		t.ph[i] = (struct tph){ PT_LOAD, 0, LOAD_ADDR + i * MiB, 0,
-					0x1000, 0x1000 };
+		t.ph[i] = (struct tph){PT_LOAD, 0,	LOAD_ADDR + i * MiB,
+				       0,	0x1000, 0x1000};
 	t.nph = PVH_MAX_SEGMENTS + 1;
 	t.phnum = (uint16_t)t.nph;
 	parse_ok(&t, &k);
 	assert_int_equal(k.nsegs, PVH_MAX_SEGMENTS);
-	assert_int_equal(k.load_end, LOAD_ADDR + PVH_MAX_SEGMENTS * MiB +
-					     0x1000);
+	assert_int_equal(k.load_end,
+			 LOAD_ADDR + PVH_MAX_SEGMENTS * MiB + 0x1000);
 }
 
 /* ---- malformed files -------------------------------------------------- */
@@ -344,7 +347,7 @@ static void test_empty_and_tiny(void **state)
 {
 	struct pvh_kernel k;
 	struct err e;
-	const uint8_t three[3] = { 0x7f, 'E', 'L' };
+	const uint8_t three[3] = {0x7f, 'E', 'L'};
 
 	(void)state;
 	expect_err(parse_exact(three, 0, &k, &e), &e, -ENOEXEC,
@@ -352,8 +355,7 @@ static void test_empty_and_tiny(void **state)
 	expect_err(parse_exact(three, 3, &k, &e), &e, -ENOEXEC,
 		   "not an ELF file");
 	err_clear(&e);
-	expect_err(pvh_parse(NULL, 0, &k, &e), &e, -ENOEXEC,
-		   "not an ELF file");
+	expect_err(pvh_parse(NULL, 0, &k, &e), &e, -ENOEXEC, "not an ELF file");
 }
 
 static void test_bad_magic(void **state)
@@ -553,15 +555,15 @@ static void test_overlapping_segments(void **state)
 
 	(void)state;
 	telf_init(&t, true);
-	t.ph[2] = (struct tph){ PT_LOAD, 0, LOAD_ADDR + CODE_SIZE, 0, 0x1000,
-				0x1000 };
+	t.ph[2] = (struct tph){PT_LOAD, 0,	LOAD_ADDR + CODE_SIZE,
+			       0,	0x1000, 0x1000};
 	t.nph = t.phnum = 3;
 	expect_parse_fail(&t, "PT_LOAD segments overlap");
 	/* Touching (end == start) is fine. */
 	t.ph[2].paddr = LOAD_ADDR + CODE_SIZE + BSS_SIZE;
 	serialize(&t);
-	assert_int_equal(parse_exact(t.img, t.len, &(struct pvh_kernel){ 0 },
-				     &(struct err){ 0 }),
+	assert_int_equal(parse_exact(t.img, t.len, &(struct pvh_kernel){0},
+				     &(struct err){0}),
 			 0);
 }
 
@@ -572,8 +574,8 @@ static void test_too_many_segments(void **state)
 	(void)state;
 	telf_init(&t, true);
 	for (int i = 2; i < PVH_MAX_SEGMENTS + 2; i++)
-		t.ph[i] = (struct tph){ PT_LOAD, 0, LOAD_ADDR + i * MiB, 0,
-					0x1000, 0x1000 };
+		t.ph[i] = (struct tph){PT_LOAD, 0,	LOAD_ADDR + i * MiB,
+				       0,	0x1000, 0x1000};
 	t.nph = PVH_MAX_SEGMENTS + 2;
 	t.phnum = (uint16_t)t.nph;
 	expect_parse_fail(&t, "too many PT_LOAD segments (more than 16)");
@@ -601,8 +603,7 @@ static void test_no_note(void **state)
 
 static void test_note_sizes_overflow(void **state)
 {
-	const uint32_t bad[] = { 5, 8, 100, 0x7fffffff, 0xfffffffd,
-				 0xffffffff };
+	const uint32_t bad[] = {5, 8, 100, 0x7fffffff, 0xfffffffd, 0xffffffff};
 	struct telf t;
 
 	(void)state;
@@ -690,8 +691,7 @@ static void expect_load_fail(struct telf *t, const char *phrase)
 	parse_ok(t, &k);
 	assert_int_equal(guest_mem_alloc(&m, RAM_SIZE), 0);
 	err_clear(&e);
-	expect_err(pvh_load(&m, t->img, t->len, &k, &e), &e, -ERANGE,
-		   phrase);
+	expect_err(pvh_load(&m, t->img, t->len, &k, &e), &e, -ERANGE, phrase);
 	guest_mem_free(&m);
 }
 
@@ -734,7 +734,7 @@ static void test_load_checks_before_copy(void **state)
 
 	(void)state;
 	telf_init(&t, true);
-	t.ph[2] = (struct tph){ PT_LOAD, 0, RAM_SIZE, 0, 0x1000, 0x1000 };
+	t.ph[2] = (struct tph){PT_LOAD, 0, RAM_SIZE, 0, 0x1000, 0x1000};
 	t.nph = t.phnum = 3;
 	parse_ok(&t, &k);
 	assert_int_equal(guest_mem_alloc(&m, RAM_SIZE), 0);
@@ -767,11 +767,12 @@ static void test_load_rejects_mismatched_len(void **state)
 
 static struct pvh_kernel kernel_at(uint64_t start, uint64_t end)
 {
-	struct pvh_kernel k = { .entry = (uint32_t)start, .nsegs = 1,
-				.load_start = start, .load_end = end };
+	struct pvh_kernel k = {.entry = (uint32_t)start,
+			       .nsegs = 1,
+			       .load_start = start,
+			       .load_end = end};
 
-	k.seg[0] = (struct pvh_segment){ .paddr = start,
-					 .memsz = end - start };
+	k.seg[0] = (struct pvh_segment){.paddr = start, .memsz = end - start};
 	return k;
 }
 
@@ -795,9 +796,8 @@ static void test_initrd_fits_high(void **state)
 
 	/* Exactly all the room there is. */
 	assert_int_equal(guest_mem_layout(&m, RAM_SIZE), 0);
-	assert_int_equal(pvh_place_initrd(&m, &k, RAM_SIZE - 16 * MiB, &gpa,
-					  &e),
-			 0);
+	assert_int_equal(
+		pvh_place_initrd(&m, &k, RAM_SIZE - 16 * MiB, &gpa, &e), 0);
 	assert_int_equal(gpa, 16 * MiB);
 }
 
@@ -810,12 +810,11 @@ static void test_initrd_too_large(void **state)
 
 	(void)state;
 	assert_int_equal(guest_mem_layout(&m, RAM_SIZE), 0);
-	expect_err(pvh_place_initrd(&m, &k, RAM_SIZE - 16 * MiB + 1, &gpa,
-				    &e),
+	expect_err(pvh_place_initrd(&m, &k, RAM_SIZE - 16 * MiB + 1, &gpa, &e),
 		   &e, -ENOSPC, "does not fit in guest RAM: 16 MiB free");
 	assert_int_equal(gpa, 0);
-	expect_err(pvh_place_initrd(&m, &k, UINT64_MAX, &gpa, &e), &e,
-		   -ENOSPC, "does not fit");
+	expect_err(pvh_place_initrd(&m, &k, UINT64_MAX, &gpa, &e), &e, -ENOSPC,
+		   "does not fit");
 	/* Kernel above all of RAM: no room at all. */
 	k = kernel_at(64 * MiB, 65 * MiB);
 	expect_err(pvh_place_initrd(&m, &k, 0x1000, &gpa, &e), &e, -ENOSPC,
@@ -856,10 +855,10 @@ static void test_initrd_never_overlaps(void **state)
 static void test_start_info(void **state)
 {
 	const char *cmdline = "console=ttyS0 root=/dev/vda rw";
-	struct pvh_boot_args a = { .cmdline = cmdline,
-				   .initrd_gpa = 20 * MiB,
-				   .initrd_size = 0x123456,
-				   .rsdp_gpa = LAYOUT_ACPI_BASE };
+	struct pvh_boot_args a = {.cmdline = cmdline,
+				  .initrd_gpa = 20 * MiB,
+				  .initrd_size = 0x123456,
+				  .rsdp_gpa = LAYOUT_ACPI_BASE};
 	struct memmap_entry want[MEMMAP_MAX];
 	struct hvm_memmap_table_entry got[MEMMAP_MAX];
 	struct hvm_modlist_entry mod;
@@ -872,8 +871,7 @@ static void test_start_info(void **state)
 	(void)state;
 	assert_int_equal(guest_mem_alloc(&m, RAM_SIZE), 0);
 	assert_int_equal(pvh_write_start_info(&m, &a, &e), 0);
-	assert_int_equal(guest_mem_read(&m, LAYOUT_START_INFO, &si,
-					sizeof(si)),
+	assert_int_equal(guest_mem_read(&m, LAYOUT_START_INFO, &si, sizeof(si)),
 			 0);
 	assert_int_equal(si.magic, HVM_START_MAGIC);
 	assert_int_equal(si.version, 1);
@@ -884,23 +882,22 @@ static void test_start_info(void **state)
 	assert_int_equal(si.rsdp_paddr, LAYOUT_ACPI_BASE);
 	assert_int_equal(si.memmap_paddr, LAYOUT_MEMMAP);
 
-	assert_int_equal(guest_mem_read(&m, si.cmdline_paddr, buf,
-					strlen(cmdline) + 1),
-			 0);
+	assert_int_equal(
+		guest_mem_read(&m, si.cmdline_paddr, buf, strlen(cmdline) + 1),
+		0);
 	assert_string_equal(buf, cmdline);
 
-	assert_int_equal(guest_mem_read(&m, si.modlist_paddr, &mod,
-					sizeof(mod)),
-			 0);
+	assert_int_equal(
+		guest_mem_read(&m, si.modlist_paddr, &mod, sizeof(mod)), 0);
 	assert_int_equal(mod.paddr, 20 * MiB);
 	assert_int_equal(mod.size, 0x123456);
 	assert_int_equal(mod.cmdline_paddr, 0);
 
 	n = memmap_build(&m, want);
 	assert_int_equal(si.memmap_entries, n);
-	assert_int_equal(guest_mem_read(&m, si.memmap_paddr, got,
-					n * sizeof(got[0])),
-			 0);
+	assert_int_equal(
+		guest_mem_read(&m, si.memmap_paddr, got, n * sizeof(got[0])),
+		0);
 	for (int i = 0; i < n; i++) {
 		assert_int_equal(got[i].addr, want[i].addr);
 		assert_int_equal(got[i].size, want[i].size);
@@ -912,7 +909,7 @@ static void test_start_info(void **state)
 
 static void test_start_info_minimal(void **state)
 {
-	struct pvh_boot_args a = { 0 };
+	struct pvh_boot_args a = {0};
 	struct hvm_start_info si;
 	struct guest_mem m;
 	struct err e;
@@ -920,8 +917,7 @@ static void test_start_info_minimal(void **state)
 	(void)state;
 	assert_int_equal(guest_mem_alloc(&m, RAM_SIZE), 0);
 	assert_int_equal(pvh_write_start_info(&m, &a, &e), 0);
-	assert_int_equal(guest_mem_read(&m, LAYOUT_START_INFO, &si,
-					sizeof(si)),
+	assert_int_equal(guest_mem_read(&m, LAYOUT_START_INFO, &si, sizeof(si)),
 			 0);
 	assert_int_equal(si.magic, HVM_START_MAGIC);
 	assert_int_equal(si.nr_modules, 0);
@@ -933,7 +929,7 @@ static void test_start_info_minimal(void **state)
 
 static void test_cmdline_limits(void **state)
 {
-	struct pvh_boot_args a = { 0 };
+	struct pvh_boot_args a = {0};
 	struct guest_mem m;
 	struct err e;
 	char *s = malloc(LAYOUT_CMDLINE_MAX + 1);
@@ -950,8 +946,8 @@ static void test_cmdline_limits(void **state)
 
 	s[LAYOUT_CMDLINE_MAX - 1] = '\0';
 	assert_int_equal(pvh_write_start_info(&m, &a, &e), 0);
-	assert_int_equal(guest_mem_read(&m, LAYOUT_CMDLINE +
-						    LAYOUT_CMDLINE_MAX - 1,
+	assert_int_equal(guest_mem_read(&m,
+					LAYOUT_CMDLINE + LAYOUT_CMDLINE_MAX - 1,
 					&last, 1),
 			 0);
 	assert_int_equal(last, '\0');
@@ -961,8 +957,8 @@ static void test_cmdline_limits(void **state)
 
 static void test_start_info_bad_initrd(void **state)
 {
-	struct pvh_boot_args a = { .initrd_gpa = RAM_SIZE - 0x1000,
-				   .initrd_size = 0x2000 };
+	struct pvh_boot_args a = {.initrd_gpa = RAM_SIZE - 0x1000,
+				  .initrd_size = 0x2000};
 	struct guest_mem m;
 	struct err e;
 
@@ -1010,16 +1006,15 @@ static void test_read_file_errors(void **state)
 	struct err e;
 
 	(void)state;
-	expect_err(read_whole_file("/nonexistent/dvmm/vmlinux", &buf, &len,
-				   &e),
+	expect_err(read_whole_file("/nonexistent/dvmm/vmlinux", &buf, &len, &e),
 		   &e, -ENOENT,
 		   "/nonexistent/dvmm/vmlinux: No such file or directory");
 	assert_null(buf);
 	assert_int_equal(len, 0);
 	expect_err(read_whole_file("/tmp", &buf, &len, &e), &e, -EISDIR,
 		   "/tmp: is a directory");
-	expect_err(read_whole_file("/dev/null", &buf, &len, &e), &e,
-		   -EINVAL, "/dev/null: not a regular file");
+	expect_err(read_whole_file("/dev/null", &buf, &len, &e), &e, -EINVAL,
+		   "/dev/null: not a regular file");
 
 	temp_file(path, "", 0);
 	snprintf(want, sizeof(want), "%s: file is empty", path);
