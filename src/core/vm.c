@@ -320,6 +320,44 @@ int vm_set_boot_regs(struct vm *vm, const struct vm_boot_regs *b,
 	return 0;
 }
 
+#define CR0_PE 0x1ULL
+#define CR0_ET 0x10ULL
+#define CR0_PG 0x80000000ULL
+#define CR4_PAE 0x20ULL
+#define EFER_LME 0x100ULL
+#define EFER_LMA 0x400ULL
+
+int vm_set_boot_regs_long(struct vm *vm, const struct vm_boot_regs_long *b,
+			  struct err *e)
+{
+	struct vcpu *v = &vm->vcpus[0];
+	struct kvm_sregs s;
+	struct kvm_regs r;
+
+	if (ioctl(v->fd, KVM_GET_SREGS, &s))
+		return err_set(e, -errno, "KVM_GET_SREGS: %s", strerror(errno));
+	s.cs = flat_segment(0x10, 0xb); /* execute/read, accessed */
+	s.cs.l = 1;
+	s.cs.db = 0;
+	s.ds = flat_segment(0x18, 0x3); /* read/write, accessed */
+	s.es = s.fs = s.gs = s.ss = s.ds;
+	s.gdt.base = b->gdt_base;
+	s.gdt.limit = b->gdt_limit;
+	s.cr0 = CR0_PE | CR0_ET | CR0_PG;
+	s.cr3 = b->cr3;
+	s.cr4 = CR4_PAE;
+	s.efer = EFER_LME | EFER_LMA;
+	if (ioctl(v->fd, KVM_SET_SREGS, &s))
+		return err_set(e, -errno, "KVM_SET_SREGS: %s", strerror(errno));
+	memset(&r, 0, sizeof(r));
+	r.rip = b->entry;
+	r.rsi = b->rsi;
+	r.rflags = 0x2; /* IF clear */
+	if (ioctl(v->fd, KVM_SET_REGS, &r))
+		return err_set(e, -errno, "KVM_SET_REGS: %s", strerror(errno));
+	return 0;
+}
+
 int vm_start(struct vm *vm, struct err *e)
 {
 	clock_gettime(CLOCK_MONOTONIC, &vm->started);

@@ -64,6 +64,19 @@ struct vm_boot_regs {
 	uint32_t ebx;
 };
 
+/*
+ * What the boot vCPU starts with in 64-bit long mode (the Linux 64-bit boot
+ * protocol): paging on with @cr3, CS 0x10 (64-bit code), DS/ES/SS 0x18,
+ * the GDT at @gdt_base, interrupts off, %rsi = @rsi.
+ */
+struct vm_boot_regs_long {
+	uint64_t entry;
+	uint64_t rsi;
+	uint64_t cr3;
+	uint64_t gdt_base;
+	uint16_t gdt_limit;
+};
+
 struct vm_config {
 	const char *kvm_path;
 	uint64_t ram_size;
@@ -106,6 +119,10 @@ void vm_destroy(struct vm *vm);
 /* Point the boot vCPU at a PVH entry (32-bit protected mode, paging off). */
 int vm_set_boot_regs(struct vm *vm, const struct vm_boot_regs *b,
 		     struct err *e);
+
+/* Point the boot vCPU at a 64-bit entry (long mode, paging on). */
+int vm_set_boot_regs_long(struct vm *vm, const struct vm_boot_regs_long *b,
+			  struct err *e);
 
 /* Start every vCPU thread. */
 int vm_start(struct vm *vm, struct err *e);

@@ -12,6 +12,17 @@
 #define LAYOUT_MEMMAP_MAX 64
 #define LAYOUT_CMDLINE 0x7000ULL       /* NUL-terminated command line */
 #define LAYOUT_CMDLINE_MAX 4096
+/* Linux boot protocol (machine/bzimage.c), after the PVH area. */
+#define LAYOUT_BOOT_GDT 0x8000ULL      /* null, null, code 0x10, data 0x18 */
+#define LAYOUT_BOOT_GDT_ENTRIES 4
+#define LAYOUT_BOOT_PML4 0x9000ULL     /* identity map of the first 4 GiB */
+#define LAYOUT_BOOT_PDPT 0xA000ULL
+#define LAYOUT_BOOT_PD 0xB000ULL       /* 4 pages of 2 MiB entries */
+#define LAYOUT_BOOT_PD_PAGES 4
+#define LAYOUT_ZERO_PAGE 0x10000ULL    /* struct boot_params */
+#define LAYOUT_LINUX_CMDLINE 0x11000ULL
+#define LAYOUT_LINUX_CMDLINE_MAX 4096
+#define LAYOUT_LINUX_END 0x12000ULL
 #define LAYOUT_EBDA_START 0x9FC00ULL   /* end of conventional RAM */
 #define LAYOUT_BIOS_START 0xE0000ULL   /* ACPI tables, scanned for RSDP */
 #define LAYOUT_BIOS_END 0x100000ULL

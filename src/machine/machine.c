@@ -1,14 +1,17 @@
 /*
  * machine/machine.c - assembling the PC: create the VM, plug in the legacy
- * devices, write the ACPI tables into the BIOS area, load the PVH kernel and
- * initrd, write hvm_start_info and point the boot vCPU at the entry.
+ * devices, write the ACPI tables into the BIOS area, load the kernel (a PVH
+ * ELF or a Linux bzImage) and initrd, write hvm_start_info or boot_params
+ * and point the boot vCPU at the entry.
  */
+#include <elf.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "machine/acpi.h"
+#include "machine/bzimage.h"
 #include "machine/layout.h"
 #include "machine/machine.h"
 #include "machine/pvh.h"
@@ -157,12 +160,101 @@ static int load_initrd(struct machine *pc, const struct machine_config *cfg,
 	return rc;
 }
 
-static int load_kernel(struct machine *pc, const struct machine_config *cfg,
-		       struct err *e)
+/* An ELF kernel with a PVH note: 32-bit entry, %ebx = hvm_start_info. */
+static int boot_pvh(struct machine *pc, const struct machine_config *cfg,
+		    const uint8_t *img, size_t len, struct err *e)
 {
 	struct pvh_boot_args args = { .cmdline = cfg->cmdline,
 				      .rsdp_gpa = LAYOUT_ACPI_BASE };
+	struct vm_boot_regs boot;
 	struct pvh_kernel k;
+	int rc;
+
+	rc = pvh_parse(img, len, &k, e);
+	if (!rc)
+		rc = pvh_load(&pc->vm.mem, img, len, &k, e);
+	if (rc)
+		return prefix_error_path(e, "kernel", cfg->kernel_path);
+	if (cfg->initrd_path)
+		rc = load_initrd(pc, cfg, &k, &args, e);
+	if (!rc)
+		rc = pvh_write_start_info(&pc->vm.mem, &args, e);
+	if (rc)
+		return rc;
+	pc->entry = k.entry;
+	boot = (struct vm_boot_regs){ .entry = pc->entry,
+				      .ebx = (uint32_t)LAYOUT_START_INFO };
+	return vm_set_boot_regs(&pc->vm, &boot, e);
+}
+
+/* The initrd for a bzImage, as high as the kernel allows. */
+static int load_bz_initrd(struct machine *pc, const struct machine_config *cfg,
+			  const struct bzimage *bz,
+			  struct bzimage_boot_args *args, struct err *e)
+{
+	uint8_t *img;
+	size_t len;
+	int rc;
+
+	rc = read_whole_file(cfg->initrd_path, &img, &len, e);
+	if (rc)
+		return prefix_error(e, "initrd");
+	rc = bzimage_place_initrd(&pc->vm.mem, bz,
+				  args->kernel_gpa + bz->init_size, len,
+				  &args->initrd_gpa, e);
+	if (rc)
+		rc = prefix_error_path(e, "initrd", cfg->initrd_path);
+	else if (guest_mem_write(&pc->vm.mem, args->initrd_gpa, img, len))
+		rc = err_set(e, -ERANGE,
+			     "initrd %s: cannot copy into guest RAM",
+			     cfg->initrd_path);
+	free(img);
+	args->initrd_size = rc ? 0 : len;
+	return rc;
+}
+
+/* A bzImage: 64-bit boot protocol, long mode, %rsi = boot_params. */
+static int boot_bzimage(struct machine *pc, const struct machine_config *cfg,
+			const uint8_t *img, size_t len, struct err *e)
+{
+	struct bzimage_boot_args args = { .cmdline = cfg->cmdline,
+					  .rsdp_gpa = LAYOUT_ACPI_BASE };
+	struct vm_boot_regs_long boot;
+	struct bzimage bz;
+	int rc;
+
+	rc = bzimage_parse(img, len, &bz, e);
+	if (!rc)
+		rc = bzimage_place_kernel(&pc->vm.mem, &bz, &args.kernel_gpa,
+					  e);
+	if (!rc)
+		rc = bzimage_load(&pc->vm.mem, img, &bz, args.kernel_gpa, e);
+	if (rc)
+		return prefix_error_path(e, "kernel", cfg->kernel_path);
+	if (cfg->initrd_path)
+		rc = load_bz_initrd(pc, cfg, &bz, &args, e);
+	if (!rc)
+		rc = bzimage_write_boot_params(&pc->vm.mem, img, &bz, &args,
+					       e);
+	if (!rc)
+		rc = bzimage_write_boot_tables(&pc->vm.mem, e);
+	if (rc)
+		return rc;
+	boot = (struct vm_boot_regs_long){
+		.entry = args.kernel_gpa + BZ_ENTRY64_OFFSET,
+		.rsi = LAYOUT_ZERO_PAGE,
+		.cr3 = LAYOUT_BOOT_PML4,
+		.gdt_base = LAYOUT_BOOT_GDT,
+		.gdt_limit = LAYOUT_BOOT_GDT_ENTRIES * 8 - 1,
+	};
+	pc->entry = (uint32_t)boot.entry;
+	return vm_set_boot_regs_long(&pc->vm, &boot, e);
+}
+
+/* Dispatch by content: ELF -> PVH, bzImage -> Linux boot protocol. */
+static int load_kernel(struct machine *pc, const struct machine_config *cfg,
+		       struct err *e)
+{
 	uint8_t *img;
 	size_t len;
 	int rc;
@@ -170,17 +262,15 @@ static int load_kernel(struct machine *pc, const struct machine_config *cfg,
 	rc = read_whole_file(cfg->kernel_path, &img, &len, e);
 	if (rc)
 		return prefix_error(e, "kernel");
-	rc = pvh_parse(img, len, &k, e);
-	if (!rc)
-		rc = pvh_load(&pc->vm.mem, img, len, &k, e);
+	if (len >= SELFMAG && memcmp(img, ELFMAG, SELFMAG) == 0)
+		rc = boot_pvh(pc, cfg, img, len, e);
+	else if (bzimage_probe(img, len))
+		rc = boot_bzimage(pc, cfg, img, len, e);
+	else
+		rc = err_set(e, -ENOEXEC,
+			     "kernel %s: neither a PVH ELF nor a bzImage",
+			     cfg->kernel_path);
 	free(img);
-	if (rc)
-		return prefix_error_path(e, "kernel", cfg->kernel_path);
-	if (!rc && cfg->initrd_path)
-		rc = load_initrd(pc, cfg, &k, &args, e);
-	if (!rc)
-		rc = pvh_write_start_info(&pc->vm.mem, &args, e);
-	pc->entry = k.entry;
 	return rc;
 }
 
@@ -310,7 +400,6 @@ int machine_create(struct machine *pc, const struct machine_config *cfg,
 	struct vm_config vcfg = { .kvm_path = cfg->kvm_path,
 				  .ram_size = cfg->ram_size,
 				  .ncpus = cfg->ncpus };
-	struct vm_boot_regs boot;
 	int rc;
 
 	memset(pc, 0, sizeof(*pc));
@@ -324,11 +413,7 @@ int machine_create(struct machine *pc, const struct machine_config *cfg,
 		rc = write_acpi(pc, cfg->ncpus, e);
 	if (!rc)
 		rc = load_kernel(pc, cfg, e);
-	if (rc)
-		return rc;
-	boot = (struct vm_boot_regs){ .entry = pc->entry,
-				      .ebx = (uint32_t)LAYOUT_START_INFO };
-	return vm_set_boot_regs(&pc->vm, &boot, e);
+	return rc;
 }
 
 int machine_start(struct machine *pc, struct err *e)
