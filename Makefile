@@ -22,7 +22,8 @@ SAN_UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan/tests/%)
 GUEST := $(BUILD)/guest/testguest.elf
 TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/*.c))
 
-.PHONY: all deps deps-test guest test unit tools demo bench clean format
+.PHONY: all deps deps-test guest test unit tools demo bench clean format \
+	linux-guest
 # Keep object files (no "rm ..." after the test summary line).
 .SECONDARY:
 
@@ -75,7 +76,11 @@ $(BUILD)/tools/%: tests/tools/%.c
 
 tools: $(TOOLS)
 
-test: deps-test all $(BUILD)/asan/dvmm unit tools
+# Debian's cloud kernel and a busybox initramfs in build/linux/.
+linux-guest: deps-test
+	@scripts/linux-guest.sh $(abspath $(BUILD))/linux
+
+test: deps-test all $(BUILD)/asan/dvmm unit tools linux-guest
 	@tests/run_all.sh
 
 demo: deps all
