@@ -127,8 +127,8 @@ bool bzimage_probe(const uint8_t *img, size_t len)
 static int truncated(size_t len, uint64_t need, const char *what, struct err *e)
 {
 	return err_set(e, -ENOEXEC,
-		       "bzImage is truncated (%s needs %" PRIu64
-		       " bytes, file is %zu bytes)",
+		       "bzImage is truncated (%s: %" PRIu64
+		       " bytes needed, the file has %zu)",
 		       what, need, len);
 }
 
@@ -219,7 +219,7 @@ static int check_payload(const uint8_t *img, size_t len, struct bzimage *bz,
 			bz->kernel_size);
 	if (len < bz->kernel_off || len - bz->kernel_off < bz->kernel_size)
 		return truncated(len, bz->kernel_off + bz->kernel_size,
-				 "setup and kernel", e);
+				 "the setup and kernel", e);
 	return 0;
 }
 
