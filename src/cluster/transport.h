@@ -56,6 +56,7 @@ struct transport_config {
 	unsigned int dead_after_ms;    /* default 3000: no traffic -> down */
 	unsigned int connect_timeout_ms; /* default 10000: give up at start */
 	size_t sendq_limit;            /* bytes queued per peer; default 64 MiB */
+	unsigned int handshake_ms;     /* default 5000: to authenticate in */
 };
 
 /*
@@ -69,6 +70,10 @@ typedef void (*transport_peer_fn)(void *opaque, int node,
 
 struct transport;
 
+/*
+ * msgs and bytes count user messages (type >= MSG_USER_BASE) and their
+ * payload bytes; handshake, heartbeat and framing overhead are not counted.
+ */
 struct transport_stats {
 	uint64_t msgs_sent, msgs_recv, bytes_sent, bytes_recv;
 	uint64_t auth_failures;        /* strangers and bad peers refused */
@@ -96,7 +101,12 @@ struct transport {
 	void *priv;                    /* the engine's state */
 };
 
-/* The TCP engine: TCP_NODELAY, epoll event loop, HMAC-SHA256 handshake. */
+/*
+ * The TCP engine: TCP_NODELAY, epoll event loop, HMAC-SHA256 handshake.
+ * Node i dials every node j < i and accepts from every j > i. A listening
+ * port of 0 for this node picks a free port; transport_start writes it back
+ * into t->cfg.node[cfg->self].port. Zero config fields take the defaults.
+ */
 int transport_tcp_create(struct transport **out,
 			 const struct transport_config *cfg,
 			 transport_msg_fn on_msg, transport_peer_fn on_peer,
@@ -110,7 +120,9 @@ static inline int transport_start(struct transport *t, struct err *e)
 /*
  * Queue a message for @node. Blocks while that peer's queue is over its
  * limit (back-pressure), except on the event-loop thread. Returns 0,
- * -ENOTCONN (peer down), -EMSGSIZE (> MSG_MAX_PAYLOAD) or -EINVAL.
+ * -ENOTCONN (peer not up, or the transport is being destroyed), -EMSGSIZE
+ * (> MSG_MAX_PAYLOAD), -ENOMEM, or -EINVAL (bad node, or a type below
+ * MSG_USER_BASE: those belong to the transport).
  */
 static inline int transport_send(struct transport *t, int node,
 				  uint16_t type, const void *buf,
@@ -129,12 +141,21 @@ static inline int transport_wait_connected(struct transport *t,
 	return t->engine->wait_connected(t, e);
 }
 
+/*
+ * Counters for peer @node, or summed over all peers when @node is not a
+ * peer (e.g. -1). auth_failures is node-wide in both cases.
+ */
 static inline void transport_get_stats(struct transport *t, int node,
 				       struct transport_stats *out)
 {
 	t->engine->get_stats(t, node, out);
 }
 
+/*
+ * Say GOODBYE to live peers, flush for a bounded time, stop the event loop
+ * and free everything. No callbacks run once it has begun; it must not be
+ * called from a callback.
+ */
 static inline void transport_destroy(struct transport *t)
 {
 	if (t)
