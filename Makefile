@@ -70,6 +70,11 @@ guest:
 
 unit: $(UNIT_BIN) $(SAN_UNIT_BIN)
 
+# Tools that use the library (the generic rule below links none).
+$(BUILD)/tools/cluster_ping: tests/tools/cluster_ping.c $(BUILD)/libdvmm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/tools/%: tests/tools/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $<
