@@ -1,12 +1,14 @@
 /*
- * main.c - the dvmm command: `dvmm run ...` boots a VM, `dvmm ctl ...` talks
- * to a running one. Everything else lives in the library under src/.
+ * main.c - the dvmm command: `dvmm run ...` boots a VM, `dvmm node ...` runs
+ * one node of a cluster, `dvmm ctl ...` talks to a running VM. Everything
+ * else lives in the library under src/.
  */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "api/api.h"
+#include "cli/node.h"
 #include "cli/run.h"
 
 #define DVMM_VERSION "0.1.0"
@@ -14,6 +16,8 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: dvmm run --kernel FILE [options]   boot a VM\n"
+		   "       dvmm node --cluster FILE --id K      run one node "
+		   "of a cluster\n"
 		   "       dvmm ctl SOCKET COMMAND              control a "
 		   "running VM\n"
 		   "                (status, pause, resume, stop, stats)\n"
@@ -31,6 +35,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "run") == 0)
 		return run_main(argc - 1, argv + 1);
+	if (strcmp(argv[1], "node") == 0)
+		return node_main(argc - 1, argv + 1);
 	if (strcmp(argv[1], "ctl") == 0)
 		return api_client_main(argc - 1, argv + 1);
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {

@@ -1,6 +1,8 @@
 /*
  * cli/run.c - `dvmm run`: options, the boot/reboot loop, signals, and the
- * control socket's view of the running VM (struct api_ops).
+ * control socket's view of the running VM (struct api_ops). With --nodes it
+ * hands over to the cluster launcher (cli/node.c); a cluster's node 0 boots
+ * its VM through the same runner.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +19,9 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "cli/node.h"
 #include "cli/run.h"
+#include "cluster/transport.h"
 #include "core/kvm.h"
 #include "machine/machine.h"
 #include "util/log.h"
@@ -25,25 +29,16 @@
 
 #define MIN_RAM (16ULL << 20)
 #define DEFAULT_RAM (256ULL << 20)
-#define EXIT_USAGE 2
-#define EXIT_FAILURE_VMM 1
 
-struct run_options {
-	struct machine_config mc;
-	const char *api_path;
-	const char *console;
-	const char *vconsole;
-};
-
-/* The VM as the control socket and the signal thread see it. */
+/* The VM as the control socket and stop requests see it. */
 struct runner {
 	pthread_mutex_t lock;
 	struct machine *pc;   /* NULL between boots */
 	struct run_options *opt;
+	const struct run_hooks *hooks;
 	unsigned int reboots;
-	bool quit;            /* a signal or "stop" asked us to end */
+	bool quit; /* a signal, "stop" or a failed node asked us to end */
 	int quit_code;
-	pthread_t sig_thread;
 };
 
 void run_usage(FILE *f)
@@ -67,8 +62,14 @@ void run_usage(FILE *f)
 		"  --vconsole file:PATH   virtio-console, output to PATH\n"
 		"  --doorbell ioeventfd|poll   how virtqueue kicks reach dvmm "
 		"(default ioeventfd)\n"
+		"  --nodes N           run the VM as a cluster of N node "
+		"processes on this\n"
+		"                      machine (2..%d; see dvmm node)\n"
+		"  --netns             with --nodes: each node in its own "
+		"network namespace\n"
+		"                      (needs root)\n"
 		"  -v, --verbose       more log lines (repeat for debug)\n",
-		VM_MAX_CPUS);
+		VM_MAX_CPUS, CLUSTER_MAX_NODES);
 }
 
 static int usage_error(const char *fmt, const char *arg)
@@ -125,6 +126,8 @@ enum {
 	OPT_RNG,
 	OPT_VCONSOLE,
 	OPT_DOORBELL,
+	OPT_NODES,
+	OPT_NETNS,
 	OPT_HELP,
 };
 
@@ -142,6 +145,8 @@ static const struct option run_long_opts[] = {
 	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "vconsole", required_argument, NULL, OPT_VCONSOLE },
 	{ "doorbell", required_argument, NULL, OPT_DOORBELL },
+	{ "nodes", required_argument, NULL, OPT_NODES },
+	{ "netns", no_argument, NULL, OPT_NETNS },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
@@ -219,11 +224,108 @@ static int parse_doorbell(const char *arg, struct machine_config *mc)
 	return 0;
 }
 
-/* Returns 0, 1 for --help, or -exit_status. */
-static int parse_run_options(int argc, char **argv, struct run_options *o)
+static int check_console(const char *arg)
+{
+	if (strcmp(arg, "stdio") && strcmp(arg, "none") &&
+	    (strncmp(arg, "file:", 5) || !arg[5]))
+		return usage_error("--console '%s' must be stdio, file:PATH "
+				   "or none",
+				   arg);
+	return 0;
+}
+
+static int check_vconsole(const char *arg)
+{
+	if (strncmp(arg, "file:", 5) != 0 || !arg[5])
+		return usage_error("--vconsole '%s' must be file:PATH", arg);
+	return 0;
+}
+
+/* Options that set a field; returns 0 or -exit_status. */
+static int set_option(int c, char *arg, struct run_options *o)
+{
+	long n;
+
+	switch (c) {
+	case OPT_KERNEL:
+		o->mc.kernel_path = arg;
+		return 0;
+	case OPT_CPUS:
+		if (parse_int_range(arg, 1, VM_MAX_CPUS, &n))
+			return usage_error("--cpus '%s' must be a number from "
+					   "1 to 64",
+					   arg);
+		o->mc.ncpus = (int)n;
+		return 0;
+	case OPT_MEMORY:
+		return check_memory(arg, &o->mc.ram_size);
+	case OPT_CMDLINE:
+		o->mc.cmdline = arg;
+		return 0;
+	case OPT_INITRD:
+		o->mc.initrd_path = arg;
+		return 0;
+	case OPT_CONSOLE:
+		o->console = arg;
+		return check_console(arg);
+	case OPT_API:
+		o->api_path = arg;
+		return 0;
+	case OPT_KVM:
+		o->mc.kvm_path = arg;
+		return 0;
+	default:
+		return 1; /* not one of these */
+	}
+}
+
+/* Devices and the cluster; returns 0, 1 if not one of these, -status. */
+static int set_device_option(int c, char *arg, struct run_options *o)
+{
+	long n;
+
+	switch (c) {
+	case OPT_DISK:
+		return parse_disk(arg, &o->mc);
+	case OPT_NET:
+		return parse_net(arg, &o->mc);
+	case OPT_RNG:
+		o->mc.rng = true;
+		return 0;
+	case OPT_VCONSOLE:
+		o->vconsole = arg;
+		return check_vconsole(arg);
+	case OPT_DOORBELL:
+		return parse_doorbell(arg, &o->mc);
+	case OPT_NODES:
+		if (parse_int_range(arg, 2, CLUSTER_MAX_NODES, &n))
+			return usage_error("--nodes '%s' must be a number from "
+					   "2 to 16",
+					   arg);
+		o->nodes = (int)n;
+		return 0;
+	case OPT_NETNS:
+		o->netns = true;
+		return 0;
+	default:
+		return 1;
+	}
+}
+
+static int check_run_options(int argc, char **argv, struct run_options *o)
+{
+	if (optind < argc)
+		return usage_error("unexpected argument '%s'", argv[optind]);
+	if (!o->mc.kernel_path)
+		return usage_error("%s", "missing --kernel FILE");
+	if (o->netns && !o->nodes)
+		return usage_error("%s", "--netns needs --nodes N");
+	return 0;
+}
+
+int run_parse_options(int argc, char **argv, struct run_options *o)
 {
 	int c, verbose = 0, rc;
-	long n;
 
 	memset(o, 0, sizeof(*o));
 	o->mc.ncpus = 1;
@@ -233,75 +335,27 @@ static int parse_run_options(int argc, char **argv, struct run_options *o)
 	opterr = 0;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "v", run_long_opts, NULL)) != -1) {
-		switch (c) {
-		case OPT_KERNEL:
-			o->mc.kernel_path = optarg;
-			break;
-		case OPT_CPUS:
-			if (parse_int_range(optarg, 1, VM_MAX_CPUS, &n))
-				return usage_error("--cpus '%s' must be a "
-						   "number from 1 to 64",
-						   optarg);
-			o->mc.ncpus = (int)n;
-			break;
-		case OPT_MEMORY:
-			rc = check_memory(optarg, &o->mc.ram_size);
-			if (rc)
-				return rc;
-			break;
-		case OPT_CMDLINE:
-			o->mc.cmdline = optarg;
-			break;
-		case OPT_INITRD:
-			o->mc.initrd_path = optarg;
-			break;
-		case OPT_CONSOLE:
-			o->console = optarg;
-			break;
-		case OPT_API:
-			o->api_path = optarg;
-			break;
-		case OPT_KVM:
-			o->mc.kvm_path = optarg;
-			break;
-		case OPT_DISK:
-			rc = parse_disk(optarg, &o->mc);
-			if (rc)
-				return rc;
-			break;
-		case OPT_NET:
-			rc = parse_net(optarg, &o->mc);
-			if (rc)
-				return rc;
-			break;
-		case OPT_RNG:
-			o->mc.rng = true;
-			break;
-		case OPT_VCONSOLE:
-			o->vconsole = optarg;
-			break;
-		case OPT_DOORBELL:
-			rc = parse_doorbell(optarg, &o->mc);
-			if (rc)
-				return rc;
-			break;
-		case 'v':
+		if (c == 'v') {
 			verbose++;
-			break;
-		case OPT_HELP:
+			continue;
+		}
+		if (c == OPT_HELP)
 			return 1;
-		case ':':
+		if (c == ':')
 			return usage_error("option %s needs a value",
 					   argv[optind - 1]);
-		default:
+		rc = set_option(c, optarg, o);
+		if (rc == 1)
+			rc = set_device_option(c, optarg, o);
+		if (rc == 1)
 			return usage_error("unknown option '%s'",
 					   argv[optind - 1]);
-		}
+		if (rc)
+			return rc;
 	}
-	if (optind < argc)
-		return usage_error("unexpected argument '%s'", argv[optind]);
-	if (!o->mc.kernel_path)
-		return usage_error("%s", "missing --kernel FILE");
+	rc = check_run_options(argc, argv, o);
+	if (rc)
+		return rc;
 	log_set_level(verbose >= 2 ? LOG_DEBUG :
 		      verbose == 1 ? LOG_INFO : LOG_WARN);
 	return 0;
@@ -319,7 +373,7 @@ static int open_console(struct run_options *o)
 	o->mc.console_in_fd = -1;
 	if (strcmp(o->console, "none") == 0) {
 		fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
-	} else if (strncmp(o->console, "file:", 5) == 0 && o->console[5]) {
+	} else {
 		fd = open(o->console + 5,
 			  O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		if (fd < 0) {
@@ -327,10 +381,6 @@ static int open_console(struct run_options *o)
 				o->console + 5, strerror(errno));
 			return -EXIT_FAILURE_VMM;
 		}
-	} else {
-		return usage_error("--console '%s' must be stdio, file:PATH "
-				   "or none",
-				   o->console);
 	}
 	if (fd < 0)
 		return -EXIT_FAILURE_VMM;
@@ -344,9 +394,6 @@ static int open_vconsole(struct run_options *o)
 
 	if (!o->vconsole)
 		return 0;
-	if (strncmp(o->vconsole, "file:", 5) != 0 || !o->vconsole[5])
-		return usage_error("--vconsole '%s' must be file:PATH",
-				   o->vconsole);
 	fd = open(o->vconsole + 5, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 		  0644);
 	if (fd < 0) {
@@ -356,6 +403,19 @@ static int open_vconsole(struct run_options *o)
 	}
 	o->mc.vconsole_out_fd = fd;
 	return 0;
+}
+
+int run_open_outputs(struct run_options *o)
+{
+	int rc = check_console(o->console);
+
+	if (!rc && o->vconsole)
+		rc = check_vconsole(o->vconsole);
+	if (!rc)
+		rc = open_console(o);
+	if (!rc)
+		rc = open_vconsole(o);
+	return rc;
 }
 
 /* ---- the control socket's operations ---- */
@@ -400,6 +460,18 @@ static int op_stop(void *ctx)
 	return with_live_vm(r, stop_vm);
 }
 
+/* A cluster's "nodes" array; asked outside r->lock (it may wait on peers). */
+static json_t *add_nodes(struct runner *r, json_t *o, bool with_stats)
+{
+	if (o && r->hooks && r->hooks->nodes) {
+		json_t *nodes = r->hooks->nodes(r->hooks->opaque, with_stats);
+
+		if (nodes)
+			json_object_set_new(o, "nodes", nodes);
+	}
+	return o;
+}
+
 static json_t *op_status(void *ctx)
 {
 	struct runner *r = ctx;
@@ -417,7 +489,7 @@ static json_t *op_status(void *ctx)
 		      r->pc ? vm_uptime(&r->pc->vm) : 0.0, "reboots",
 		      (int)r->reboots, "pid", (int)getpid());
 	pthread_mutex_unlock(&r->lock);
-	return o;
+	return add_nodes(r, o, false);
 }
 
 static json_t *vcpu_stats(struct vm *vm, int cpu, uint64_t *totals)
@@ -485,7 +557,7 @@ static json_t *op_stats(void *ctx)
 	o = r->pc ? vm_stats(r->pc) : json_pack("{s:s}", "state",
 						  "rebooting");
 	pthread_mutex_unlock(&r->lock);
-	return o;
+	return add_nodes(r, o, true);
 }
 
 /* ---- signals: SIGINT/SIGTERM/SIGHUP end the VM cleanly ---- */
@@ -501,36 +573,49 @@ static void block_stop_signals(sigset_t *set)
 
 static void *signal_thread(void *arg)
 {
-	struct runner *r = arg;
+	struct stop_signals *s = arg;
 	sigset_t set;
 	int sig;
 
 	block_stop_signals(&set);
 	while (sigwait(&set, &sig) == 0) {
-		pthread_mutex_lock(&r->lock);
-		if (r->quit && sig == SIGHUP && r->quit_code == -1) {
-			/* our own wake-up at exit */
-			pthread_mutex_unlock(&r->lock);
+		bool ending;
+
+		pthread_mutex_lock(&s->lock);
+		ending = s->ending && sig == SIGHUP;
+		pthread_mutex_unlock(&s->lock);
+		if (ending) /* our own wake-up at exit */
 			break;
-		}
-		r->quit = true;
-		r->quit_code = 128 + sig;
-		if (r->pc)
-			vm_stop(&r->pc->vm, VM_STOP_USER, 128 + sig);
-		pthread_mutex_unlock(&r->lock);
-		pr_warn("caught signal %d; stopping the VM", sig);
+		s->fn(s->opaque, sig);
 	}
 	return NULL;
 }
 
-static void end_signal_thread(struct runner *r)
+int stop_signals_start(struct stop_signals *s,
+		       void (*fn)(void *opaque, int sig), void *opaque)
 {
-	pthread_mutex_lock(&r->lock);
-	r->quit = true;
-	r->quit_code = -1;
-	pthread_mutex_unlock(&r->lock);
-	pthread_kill(r->sig_thread, SIGHUP);
-	pthread_join(r->sig_thread, NULL);
+	sigset_t set;
+
+	s->fn = fn;
+	s->opaque = opaque;
+	s->ending = false;
+	pthread_mutex_init(&s->lock, NULL);
+	block_stop_signals(&set);
+	if (pthread_create(&s->thread, NULL, signal_thread, s)) {
+		pthread_mutex_destroy(&s->lock);
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+void stop_signals_end(struct stop_signals *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->ending = true;
+	pthread_mutex_unlock(&s->lock);
+	pthread_kill(s->thread, SIGHUP);
+	pthread_join(s->thread, NULL);
+	pthread_mutex_destroy(&s->lock);
 }
 
 /* ---- the boot loop ---- */
@@ -604,50 +689,94 @@ static int boot_loop(struct runner *r)
 	return status;
 }
 
+struct runner *runner_create(struct run_options *o,
+			     const struct run_hooks *hooks)
+{
+	struct runner *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	pthread_mutex_init(&r->lock, NULL);
+	r->opt = o;
+	r->hooks = hooks;
+	return r;
+}
+
+void runner_destroy(struct runner *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}
+
+void runner_stop(struct runner *r, enum vm_stop_reason reason, int code)
+{
+	pthread_mutex_lock(&r->lock);
+	r->quit = true;
+	r->quit_code = code;
+	if (r->pc)
+		vm_stop(&r->pc->vm, reason, code);
+	pthread_mutex_unlock(&r->lock);
+}
+
+int runner_run(struct runner *r)
+{
+	struct api_ops ops = { .pause = op_pause, .resume = op_resume,
+			       .stop = op_stop, .status = op_status,
+			       .stats = op_stats, .ctx = r };
+	struct api_server api = { .listen_fd = -1 };
+	char errbuf[256];
+	int status;
+
+	if (r->opt->api_path && api_server_start(&api, r->opt->api_path, &ops,
+						 errbuf, sizeof(errbuf))) {
+		fprintf(stderr, "dvmm: %s\n", errbuf);
+		return EXIT_FAILURE_VMM;
+	}
+	status = boot_loop(r);
+	if (r->opt->api_path)
+		api_server_stop(&api);
+	return status;
+}
+
+static void stop_on_signal(void *opaque, int sig)
+{
+	runner_stop(opaque, VM_STOP_USER, 128 + sig);
+	pr_warn("caught signal %d; stopping the VM", sig);
+}
+
 int run_main(int argc, char **argv)
 {
+	struct stop_signals sigs;
 	struct run_options opt;
-	struct api_ops ops;
-	struct api_server api = { .listen_fd = -1 };
-	struct runner r;
-	sigset_t set;
-	char errbuf[256];
+	struct runner *r;
 	int rc, status;
 
-	rc = parse_run_options(argc, argv, &opt);
+	rc = run_parse_options(argc, argv, &opt);
 	if (rc == 1) {
 		run_usage(stdout);
 		return 0;
 	}
 	if (rc < 0)
 		return -rc;
-	rc = open_console(&opt);
-	if (!rc)
-		rc = open_vconsole(&opt);
+	if (opt.nodes)
+		return node_launch(&opt);
+	rc = run_open_outputs(&opt);
 	if (rc < 0)
 		return -rc;
-	memset(&r, 0, sizeof(r));
-	pthread_mutex_init(&r.lock, NULL);
-	r.opt = &opt;
-	ops = (struct api_ops){ .pause = op_pause, .resume = op_resume,
-				.stop = op_stop, .status = op_status,
-				.stats = op_stats, .ctx = &r };
-	block_stop_signals(&set);
-	if (pthread_create(&r.sig_thread, NULL, signal_thread, &r)) {
+	r = runner_create(&opt, NULL);
+	if (!r) {
+		fprintf(stderr, "dvmm: out of memory\n");
+		return EXIT_FAILURE_VMM;
+	}
+	if (stop_signals_start(&sigs, stop_on_signal, r)) {
 		fprintf(stderr, "dvmm: cannot start the signal thread\n");
+		runner_destroy(r);
 		return EXIT_FAILURE_VMM;
 	}
-	if (opt.api_path &&
-	    api_server_start(&api, opt.api_path, &ops, errbuf,
-			     sizeof(errbuf))) {
-		fprintf(stderr, "dvmm: %s\n", errbuf);
-		end_signal_thread(&r);
-		return EXIT_FAILURE_VMM;
-	}
-	status = boot_loop(&r);
-	if (opt.api_path)
-		api_server_stop(&api);
-	end_signal_thread(&r);
-	pthread_mutex_destroy(&r.lock);
+	status = runner_run(r);
+	stop_signals_end(&sigs);
+	runner_destroy(r);
 	return status;
 }

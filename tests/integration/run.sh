@@ -257,6 +257,8 @@ t_virtio_bad_options() {
 	expect_rc 2 && one_line "$TMP/out"
 }
 
+. "$(dirname "$0")/cluster.sh"
+
 . "$(dirname "$0")/linux.sh"
 
 TESTS=${*:-$(declare -F | awk '{print $3}' | grep '^t_')}
