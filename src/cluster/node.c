@@ -263,27 +263,27 @@ static void on_msg(void *opaque, int from, uint16_t type, const void *payload,
 
 /* ---- stats for node 0's control socket ---- */
 
-/* Locked: every live peer has answered round @seq. */
+/* Send @type to every peer that is up (not under lock: sends may wait). */
+static void send_to_peers(struct cluster_node *n, uint16_t type, const void *p,
+			  uint32_t len)
+{
+	enum peer_state peer[CLUSTER_MAX_NODES];
+
+	pthread_mutex_lock(&n->lock);
+	memcpy(peer, n->peer, sizeof(peer));
+	pthread_mutex_unlock(&n->lock);
+	for (int i = 0; i < n->cfg->nnodes; i++)
+		if (i != n->self && peer[i] == PEER_IS_UP)
+			transport_send(n->t, i, type, p, len);
+}
+
+/* Locked: every live peer has answered the current round. */
 static bool stats_complete(struct cluster_node *n)
 {
 	for (int i = 0; i < n->cfg->nnodes; i++)
 		if (i != n->self && n->peer[i] == PEER_IS_UP && !n->stats[i])
 			return false;
 	return true;
-}
-
-static void ask_peers(struct cluster_node *n, uint32_t seq)
-{
-	enum peer_state peer[CLUSTER_MAX_NODES];
-	uint8_t p[4];
-
-	pthread_mutex_lock(&n->lock);
-	memcpy(peer, n->peer, sizeof(peer));
-	pthread_mutex_unlock(&n->lock);
-	put_u32(p, seq);
-	for (int i = 0; i < n->cfg->nnodes; i++)
-		if (i != n->self && peer[i] == PEER_IS_UP)
-			transport_send(n->t, i, MSG_STATS_REQ, p, sizeof(p));
 }
 
 /* Locked: a peer's entry, from its answer or from what we know of it. */
@@ -310,17 +310,17 @@ json_t *cluster_node_nodes_json(struct cluster_node *n, bool with_stats)
 {
 	struct timespec deadline = deadline_in(STATS_TIMEOUT_MS);
 	json_t *arr = json_array();
-	uint32_t seq;
+	uint8_t seq[4];
 
 	pthread_mutex_lock(&n->stats_lock);
 	pthread_mutex_lock(&n->lock);
-	seq = ++n->stats_seq;
+	put_u32(seq, ++n->stats_seq);
 	for (int i = 0; i < CLUSTER_MAX_NODES; i++) {
 		json_decref(n->stats[i]);
 		n->stats[i] = NULL;
 	}
 	pthread_mutex_unlock(&n->lock);
-	ask_peers(n, seq);
+	send_to_peers(n, MSG_STATS_REQ, seq, sizeof(seq));
 	json_array_append_new(arr, own_json(n, with_stats));
 	pthread_mutex_lock(&n->lock);
 	while (!stats_complete(n) &&
@@ -406,16 +406,10 @@ static bool all_acked(struct cluster_node *n)
 static void shutdown_peers(struct cluster_node *n, int status)
 {
 	struct timespec deadline = deadline_in(SHUTDOWN_ACK_MS);
-	enum peer_state peer[CLUSTER_MAX_NODES];
 	uint8_t p[4];
 
-	pthread_mutex_lock(&n->lock);
-	memcpy(peer, n->peer, sizeof(peer));
-	pthread_mutex_unlock(&n->lock);
 	put_u32(p, (uint32_t)status);
-	for (int i = 1; i < n->cfg->nnodes; i++)
-		if (peer[i] == PEER_IS_UP)
-			transport_send(n->t, i, MSG_SHUTDOWN, p, sizeof(p));
+	send_to_peers(n, MSG_SHUTDOWN, p, sizeof(p));
 	pthread_mutex_lock(&n->lock);
 	while (!all_acked(n) && pthread_cond_timedwait(&n->cond, &n->lock,
 						       &deadline) != ETIMEDOUT)
