@@ -309,7 +309,6 @@ struct launch {
 	int nns;
 	pid_t pid[CLUSTER_MAX_NODES]; /* 0 when not running */
 	int wstatus[CLUSTER_MAX_NODES];
-	bool started[CLUSTER_MAX_NODES];
 };
 
 /* 127.0.0.1 ports that are free now (all held open until all are found). */
@@ -659,7 +658,6 @@ static int start_nodes(struct launch *l, struct err *e)
 		if (pid == 0)
 			exec_node(l, k, self);
 		l->pid[k] = pid;
-		l->started[k] = true;
 		pr_info("node %d is pid %d", k, (int)pid);
 	}
 	return 0;
