@@ -75,11 +75,24 @@ $(BUILD)/tools/cluster_ping: tests/tools/cluster_ping.c $(BUILD)/libdvmm.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+# The DSM tools (one .c each, plus tests/tools/dsm_tool.h); the stress
+# test also under ASan/UBSan.
+DSM_TOOLS := $(BUILD)/tools/dsm_stress $(BUILD)/tools/dsm_bench
+$(DSM_TOOLS): $(BUILD)/tools/%: tests/tools/%.c tests/tools/dsm_tool.h \
+		$(BUILD)/libdvmm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libdvmm.a $(LDLIBS)
+
+$(BUILD)/asan/tools/dsm_stress: tests/tools/dsm_stress.c \
+		tests/tools/dsm_tool.h $(BUILD)/asan/libdvmm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_CFLAGS) -o $@ $< $(BUILD)/asan/libdvmm.a $(LDLIBS)
+
 $(BUILD)/tools/%: tests/tools/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $<
 
-tools: $(TOOLS)
+tools: $(TOOLS) $(BUILD)/asan/tools/dsm_stress
 
 # Debian's cloud kernel and a busybox initramfs in build/linux/.
 linux-guest: deps-test

@@ -33,6 +33,8 @@ enum msg_type {
 	MSG_STATS_RESP = 66, /* JSON object */
 	MSG_PING = 67,       /* benchmarks: echoed back as MSG_PONG */
 	MSG_PONG = 68,
+	MSG_DSM = 80,        /* 80-89: guest memory DSM (cluster/dsm.c) */
+	MSG_DSM_TOOL = 81,   /* DSM test and benchmark tools' control */
 };
 
 enum peer_event {

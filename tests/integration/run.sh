@@ -261,6 +261,8 @@ t_virtio_bad_options() {
 
 . "$(dirname "$0")/linux.sh"
 
+. "$(dirname "$0")/dsm.sh"
+
 TESTS=${*:-$(declare -F | awk '{print $3}' | grep '^t_')}
 st=0
 for t in $TESTS; do
