@@ -16,7 +16,7 @@ trap 'rm -f "$tmp"' EXIT
 	echo "which come from runs interleaved in the same session."
 	echo
 } >"$tmp"
-for b in bench/boot.sh bench/virtio.sh bench/cluster.sh; do
+for b in bench/boot.sh bench/virtio.sh bench/cluster.sh bench/dsm.sh; do
 	"$b" >>"$tmp" || { echo "bench: $b failed" >&2; exit 1; }
 done
 mv "$tmp" "$OUT"
