@@ -32,6 +32,7 @@
 #define PG DSM_PAGE_SIZE
 #define WIRE_HDR 16
 #define UFFD_BATCH 32
+#define DSM_LOG_LIMIT 10 /* refused messages logged per node */
 
 /* On the wire: this header, then PG bytes when data == DSM_D_PAGE. */
 struct dsm_wire {
@@ -67,6 +68,7 @@ struct dsm {
 	uint8_t *copy;	 /* READ op output */
 	uint8_t *wire;	 /* send buffer */
 	struct dsm_stats st;
+	uint64_t send_errors;
 };
 
 static uint64_t now_ns(void)
@@ -171,7 +173,7 @@ static int send_msg(struct dsm *d, const struct dsm_pmsg *m,
 		memcpy(d->wire + WIRE_HDR, data, PG);
 	rc = d->t ? transport_send(d->t, m->to, MSG_DSM, d->wire, len) :
 		    -ENOTCONN;
-	if (rc)
+	if (rc && d->send_errors++ < DSM_LOG_LIMIT)
 		pr_err("dsm: send %s page %lu to node %d: %s",
 		       dsm_kind_name(m->kind), (unsigned long)m->page, m->to,
 		       strerror(-rc));
@@ -336,10 +338,10 @@ static int process(struct dsm *d, const struct dsm_pmsg *m, const uint8_t *data)
 		rc = dsm_cache_msg(&d->cache[m->page], d->self, d->nnodes, m,
 				   &o);
 	if (rc) {
-		d->st.proto_errors++;
-		pr_warn("dsm: refused %s for page %lu from node %d: %s",
-			dsm_kind_name(m->kind), (unsigned long)m->page, m->from,
-			strerror(-rc));
+		if (d->st.proto_errors++ < DSM_LOG_LIMIT)
+			pr_warn("dsm: refused %s for page %lu from node %d: %s",
+				dsm_kind_name(m->kind), (unsigned long)m->page,
+				m->from, strerror(-rc));
 		return rc;
 	}
 	count_recv(d, m);
@@ -397,9 +399,9 @@ bool dsm_handle_msg(struct dsm *d, int from, uint16_t type, const void *payload,
 	d->st.bytes_recv += len;
 	rc = parse_wire(d, from, payload, len, &m);
 	if (rc) {
-		d->st.proto_errors++;
-		pr_warn("dsm: bad message from node %d (%u bytes): %s", from,
-			len, strerror(-rc));
+		if (d->st.proto_errors++ < DSM_LOG_LIMIT)
+			pr_warn("dsm: bad message from node %d (%u bytes): %s",
+				from, len, strerror(-rc));
 	} else {
 		if (m.data == DSM_D_PAGE)
 			d->st.pages_recv++;

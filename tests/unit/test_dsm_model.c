@@ -12,7 +12,9 @@
  * and, whenever the channels drain (often, and at the end), that nothing
  * is left waiting (no deadlock: every request completed) and that the
  * directory matches the caches exactly. Fixed seeds; millions of steps.
- * A last test feeds random messages in random states: refused cleanly.
+ * Then random messages in random states: refused cleanly, by the
+ * protocol functions and by the runtime's message handler (dsm.c), and a
+ * one-node runtime whose threads fault every page in through userfaultfd.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -25,7 +27,9 @@
 
 #include <cmocka.h>
 
+#include "cluster/dsm.h"
 #include "cluster/dsm_proto.h"
+#include <pthread.h>
 
 #define MN 4	 /* max nodes in the model */
 #define MP 3	 /* max pages */
@@ -316,6 +320,108 @@ static void test_garbage(void **state)
 	}
 }
 
+/* A runtime, or skip when this kernel/sandbox has no usable uffd. */
+static struct dsm *runtime(int self, int nnodes, uint64_t pages)
+{
+	struct dsm_config c = {self, nnodes, pages * DSM_PAGE_SIZE};
+	struct err e = {0};
+	struct dsm *d = NULL;
+
+	if (dsm_create(&d, &c, &e)) {
+		fprintf(stderr, "skipped: %s\n", e.msg);
+		return NULL;
+	}
+	return d;
+}
+
+/* Random and mutated MSG_DSM payloads into a node: never a crash. */
+static void test_runtime_garbage(void **state)
+{
+	uint8_t buf[16 + DSM_PAGE_SIZE] = {0};
+	static const uint32_t lens[] = {0, 8, 15, 16, 17, 4111, 4112, 4113};
+	struct dsm_stats st;
+	struct model m;
+	struct dsm *d;
+	int i, from;
+
+	(void)state;
+	d = runtime(0, 3, 32);
+	if (!d)
+		skip();
+	model_init(&m, 3, 1, 11);
+	for (i = 0; i < 100000; i++) {
+		uint64_t page = rnd(&m) % 40;
+
+		memcpy(buf, &page, 8);
+		buf[8] = (uint8_t)(rnd(&m) % 10); /* kind */
+		buf[9] = (uint8_t)(rnd(&m) % 4);  /* data */
+		buf[10] = (uint8_t)(rnd(&m) % 3); /* flags */
+		from = (int)(rnd(&m) % 5) - 1;
+		assert_true(dsm_handle_msg(d, from, MSG_DSM, buf,
+					   lens[rnd(&m) % 8]));
+	}
+	assert_false(dsm_handle_msg(d, 1, MSG_PING, buf, 16));
+	dsm_get_stats(d, &st);
+	assert_true(st.proto_errors > 0);
+	dsm_destroy(d);
+}
+
+struct toucher {
+	uint8_t *mem;
+	int pages, id;
+};
+
+static void *touch_pages(void *arg)
+{
+	struct toucher *t = arg;
+	int i;
+
+	for (i = 0; i < t->pages; i++)
+		if (i % 2 == t->id)
+			t->mem[i * DSM_PAGE_SIZE + 8] = (uint8_t)(i + 1);
+	for (i = 0; i < t->pages; i++)
+		if (t->mem[i * DSM_PAGE_SIZE + 8] != (uint8_t)(i + 1) &&
+		    t->mem[i * DSM_PAGE_SIZE + 8] != 0)
+			return (void *)1;
+	return NULL;
+}
+
+/* One node is its own home: every fault served locally, zero grants. */
+static void test_runtime_one_node(void **state)
+{
+	struct toucher t[2];
+	pthread_t th[2];
+	struct dsm_stats st;
+	struct err e = {0};
+	struct dsm *d;
+	void *r;
+	int i, n = 256;
+
+	(void)state;
+	d = runtime(0, 1, (uint64_t)n);
+	if (!d)
+		skip();
+	assert_int_equal(dsm_start(d, &e), 0);
+	for (i = 0; i < 2; i++) {
+		t[i] = (struct toucher){dsm_base(d), n, i};
+		pthread_create(&th[i], NULL, touch_pages, &t[i]);
+	}
+	for (i = 0; i < 2; i++) {
+		pthread_join(th[i], &r);
+		assert_null(r);
+	}
+	for (i = 0; i < n; i++)
+		assert_int_equal(
+			((uint8_t *)dsm_base(d))[i * DSM_PAGE_SIZE + 8],
+			(uint8_t)(i + 1));
+	dsm_get_stats(d, &st);
+	assert_true(st.fault_read + st.fault_write + st.fault_wp >=
+		    (uint64_t)n);
+	assert_int_equal(st.proto_errors, 0);
+	assert_true(st.zero_grants >= (uint64_t)n);
+	dsm_destroy(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -324,6 +430,8 @@ int main(void)
 		cmocka_unit_test(test_four_nodes),
 		cmocka_unit_test(test_contention),
 		cmocka_unit_test(test_garbage),
+		cmocka_unit_test(test_runtime_garbage),
+		cmocka_unit_test(test_runtime_one_node),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
