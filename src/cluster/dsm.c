@@ -49,7 +49,8 @@ struct local_msg {
 
 struct dsm {
 	int self, nnodes;
-	uint64_t size, npages;
+	struct dsm_layout lay;
+	uint64_t size, npages, nhome;
 	int memfd, uffd, stopfd;
 	uint8_t *base;	/* registered */
 	uint8_t *alias; /* not registered: the DSM reads pages here */
@@ -59,7 +60,7 @@ struct dsm {
 
 	pthread_mutex_t lock;	 /* everything below */
 	struct dsm_cache *cache; /* [npages] */
-	struct dsm_dir *dir;	 /* [pages homed here]: page / nnodes */
+	struct dsm_dir *dir;	 /* [nhome]: by dsm_home_index() */
 	uint8_t **saved;	 /* same index: data kept for a grant */
 	uint64_t *t_fault;	 /* [npages]: when the request went out */
 	struct local_msg *lhead, *ltail;
@@ -207,7 +208,7 @@ static void record_latency(struct dsm *d, uint64_t page)
 
 static uint8_t **saved_slot(struct dsm *d, uint64_t page)
 {
-	return &d->saved[page / (uint64_t)d->nnodes];
+	return &d->saved[dsm_home_index(page, &d->lay)];
 }
 
 static int op_save(struct dsm *d, uint64_t page, const uint8_t *in)
@@ -332,11 +333,10 @@ static int process(struct dsm *d, const struct dsm_pmsg *m, const uint8_t *data)
 
 	if (m->kind == DSM_REQ_READ || m->kind == DSM_REQ_WRITE ||
 	    m->kind == DSM_ACK)
-		rc = dsm_home_msg(&d->dir[m->page / (uint64_t)d->nnodes],
-				  d->self, d->nnodes, m, &o);
+		rc = dsm_home_msg(&d->dir[dsm_home_index(m->page, &d->lay)],
+				  d->self, &d->lay, m, &o);
 	else
-		rc = dsm_cache_msg(&d->cache[m->page], d->self, d->nnodes, m,
-				   &o);
+		rc = dsm_cache_msg(&d->cache[m->page], d->self, &d->lay, m, &o);
 	if (rc) {
 		if (d->st.proto_errors++ < DSM_LOG_LIMIT)
 			pr_warn("dsm: refused %s for page %lu from node %d: %s",
@@ -436,7 +436,7 @@ static void on_fault(struct dsm *d, const struct uffd_msg *msg)
 		d->st.fault_write++;
 	else
 		d->st.fault_read++;
-	dsm_cache_fault(&d->cache[page], d->self, d->nnodes, page,
+	dsm_cache_fault(&d->cache[page], d->self, &d->lay, page,
 			write ? DSM_FAULT_WRITE : DSM_FAULT_READ, &o);
 	if (o.n && !d->t_fault[page])
 		d->t_fault[page] = now_ns();
@@ -527,7 +527,7 @@ static int map_memory(struct dsm *d, struct err *e)
 
 static int alloc_tables(struct dsm *d, struct err *e)
 {
-	uint64_t nhome = d->npages / (uint64_t)d->nnodes + 1, i;
+	uint64_t nhome = d->nhome, i;
 
 	d->cache = calloc(d->npages, sizeof(*d->cache));
 	d->t_fault = calloc(d->npages, sizeof(*d->t_fault));
@@ -562,6 +562,13 @@ int dsm_create(struct dsm **out, const struct dsm_config *cfg, struct err *e)
 	d->nnodes = cfg->nnodes;
 	d->size = cfg->size;
 	d->npages = cfg->size / PG;
+	d->lay.nnodes = cfg->nnodes;
+	d->lay.chunk = cfg->home_chunk ? cfg->home_chunk : 1;
+	if (d->lay.chunk > d->npages)
+		d->lay.chunk = d->npages;
+	/* a bound on dsm_home_index() + 1 for every page */
+	d->nhome = (d->npages / (d->lay.chunk * (uint64_t)d->nnodes) + 1) *
+		   d->lay.chunk;
 	d->memfd = d->uffd = d->stopfd = -1;
 	d->base = d->alias = MAP_FAILED;
 	pthread_mutex_init(&d->lock, NULL);
@@ -618,7 +625,7 @@ void dsm_get_stats(struct dsm *d, struct dsm_stats *out)
 
 static void free_tables(struct dsm *d)
 {
-	uint64_t nhome = d->npages / (uint64_t)d->nnodes + 1, i;
+	uint64_t nhome = d->nhome, i;
 	struct local_msg *l;
 
 	while ((l = d->lhead)) {

@@ -31,6 +31,12 @@ struct dsm_config {
 	int self;
 	int nnodes;
 	uint64_t size; /* bytes, a multiple of 4 KiB */
+	/*
+	 * Homes: pages are dealt to the nodes in stripes of home_chunk pages
+	 * (home of page p = p / home_chunk % nnodes). 0 or 1: interleaved
+	 * page by page; size / 4 KiB / nnodes (rounded up): one range each.
+	 */
+	uint64_t home_chunk;
 };
 
 /* Per-node counters (a snapshot). */

@@ -63,8 +63,8 @@ int dsm_pmsg_check(const struct dsm_pmsg *m, int nnodes, uint64_t npages)
 /* Cache side                                                          */
 /* ------------------------------------------------------------------ */
 
-int dsm_cache_fault(struct dsm_cache *c, int self, int nnodes, uint64_t page,
-		    enum dsm_fault kind, struct dsm_out *out)
+int dsm_cache_fault(struct dsm_cache *c, int self, const struct dsm_layout *l,
+		    uint64_t page, enum dsm_fault kind, struct dsm_out *out)
 {
 	int req = kind == DSM_FAULT_WRITE ? DSM_REQ_WRITE : DSM_REQ_READ;
 
@@ -81,8 +81,7 @@ int dsm_cache_fault(struct dsm_cache *c, int self, int nnodes, uint64_t page,
 	if (c->pending) /* the grant wakes it; it faults again if need be */
 		return 0;
 	c->pending = (uint8_t)req;
-	return push(out, req, DSM_D_NONE, 0, self, dsm_home_of(page, nnodes),
-		    page);
+	return push(out, req, DSM_D_NONE, 0, self, dsm_home_of(page, l), page);
 }
 
 /* A FETCH_*: give up rights, answer the home. */
@@ -145,10 +144,10 @@ static int cache_grant(struct dsm_cache *c, const struct dsm_pmsg *m,
 	return 0;
 }
 
-int dsm_cache_msg(struct dsm_cache *c, int self, int nnodes,
+int dsm_cache_msg(struct dsm_cache *c, int self, const struct dsm_layout *l,
 		  const struct dsm_pmsg *m, struct dsm_out *out)
 {
-	if (m->from != dsm_home_of(m->page, nnodes) || m->to != self)
+	if (m->from != dsm_home_of(m->page, l) || m->to != self)
 		return -EPROTO;
 	switch (m->kind) {
 	case DSM_FETCH_DOWN:
@@ -319,12 +318,12 @@ static int home_ack(struct dsm_dir *d, int self, const struct dsm_pmsg *m,
 	return rc ? rc : home_next(d, self, m->page, out);
 }
 
-int dsm_home_msg(struct dsm_dir *d, int self, int nnodes,
+int dsm_home_msg(struct dsm_dir *d, int self, const struct dsm_layout *l,
 		 const struct dsm_pmsg *m, struct dsm_out *out)
 {
 	int rc;
 
-	if (dsm_home_of(m->page, nnodes) != self || m->to != self)
+	if (dsm_home_of(m->page, l) != self || m->to != self)
 		return -EPROTO;
 	if (m->kind == DSM_ACK)
 		return home_ack(d, self, m, out);

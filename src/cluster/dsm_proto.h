@@ -1,7 +1,8 @@
 /*
  * cluster/dsm_proto.h - the DSM coherence protocol as pure functions: no
- * I/O, no locks, no memory. A home-based directory (home of page p is
- * p % nnodes) with per-page states INVALID / SHARED / EXCLUSIVE on every
+ * I/O, no locks, no memory. A home-based directory (pages are dealt to
+ * the nodes in stripes of `chunk` pages: interleaved when chunk = 1, one
+ * range per node when chunk = npages / nnodes) with per-page states INVALID / SHARED / EXCLUSIVE on every
  * node. The home serialises the transactions of one page (busy + a FIFO of
  * waiting requesters); page data always travels through the home. Both the
  * runtime (dsm.c) and the randomized model checker (test_dsm_model.c) drive
@@ -103,9 +104,22 @@ enum dsm_fault {
 	DSM_FAULT_WRITE = 2, /* missing with write access, or write-protect */
 };
 
-static inline int dsm_home_of(uint64_t page, int nnodes)
+/* Where pages live: home of page p = (p / chunk) % nnodes. */
+struct dsm_layout {
+	int nnodes;
+	uint64_t chunk; /* pages per stripe, >= 1 */
+};
+
+static inline int dsm_home_of(uint64_t page, const struct dsm_layout *l)
 {
-	return (int)(page % (uint64_t)nnodes);
+	return (int)(page / l->chunk % (uint64_t)l->nnodes);
+}
+
+/* Index of @page among the pages its home keeps directory entries for. */
+static inline uint64_t dsm_home_index(uint64_t page, const struct dsm_layout *l)
+{
+	return page / (l->chunk * (uint64_t)l->nnodes) * l->chunk +
+	       page % l->chunk;
 }
 
 void dsm_dir_init(struct dsm_dir *d);
@@ -115,21 +129,21 @@ void dsm_dir_init(struct dsm_dir *d);
  * WAKE when the page already allows the access, or nothing when a request
  * is already outstanding). Returns 0 or -EINVAL.
  */
-int dsm_cache_fault(struct dsm_cache *c, int self, int nnodes, uint64_t page,
-		    enum dsm_fault kind, struct dsm_out *out);
+int dsm_cache_fault(struct dsm_cache *c, int self, const struct dsm_layout *l,
+		    uint64_t page, enum dsm_fault kind, struct dsm_out *out);
 
 /*
  * A message for the cache side of node @self (FETCH_* or GRANT_*).
  * Illegal messages for the current state return -EPROTO and change nothing.
  */
-int dsm_cache_msg(struct dsm_cache *c, int self, int nnodes,
+int dsm_cache_msg(struct dsm_cache *c, int self, const struct dsm_layout *l,
 		  const struct dsm_pmsg *m, struct dsm_out *out);
 
 /*
  * A message for the home (REQ_* or ACK) of a page homed at @self.
  * Illegal messages return -EPROTO and change nothing.
  */
-int dsm_home_msg(struct dsm_dir *d, int self, int nnodes,
+int dsm_home_msg(struct dsm_dir *d, int self, const struct dsm_layout *l,
 		 const struct dsm_pmsg *m, struct dsm_out *out);
 
 /* Basic checks of a received message: kind, data, nodes, page < npages. */

@@ -278,7 +278,7 @@ static int node_main(int self, int nn, const uint16_t *port, void *arg)
 	struct node n;
 	int ph = 0, rc;
 
-	if (tool_node_up(&n, self, nn, port, size))
+	if (tool_node_up(&n, self, nn, port, size, 1))
 		return 1;
 	n.extra = extra;
 	r = n.mem;

@@ -12,7 +12,9 @@
  * Prints "PASS ..." lines and per-node STATS; exits 0 when all passed.
  *
  * usage: dsm_stress [--nodes N] [--threads T] [--iters K] [--items M]
- *                   [--timeout SEC] [--tag STRING]
+ *                   [--timeout SEC] [--home-chunk PAGES] [--tag STRING]
+ * --home-chunk deals the pages to their homes in stripes of that many
+ * (default 1: interleaved; a large value: one range per node).
  */
 #include "dsm_tool.h"
 
@@ -24,6 +26,7 @@
 
 struct opts {
 	int nodes, threads, iters, items, timeout;
+	int chunk; /* --home-chunk: pages per home stripe */
 };
 
 struct worker {
@@ -238,7 +241,8 @@ static int node_main(int self, int nn, const uint16_t *port, void *arg)
 	int bad;
 
 	if (tool_node_up(&n, self, nn, port,
-			 (uint64_t)(ck_base(o) + CK_PAGES) * 4096))
+			 (uint64_t)(ck_base(o) + CK_PAGES) * 4096,
+			 (uint64_t)o->chunk))
 		return 1;
 	bad = phases(&n, o);
 	tool_print_stats(&n);
@@ -250,7 +254,7 @@ static int parse(int argc, char **argv, struct opts *o)
 {
 	int i, v;
 
-	*o = (struct opts){2, 4, 2000, 2000, 60};
+	*o = (struct opts){2, 4, 2000, 2000, 60, 1};
 	for (i = 1; i + 1 < argc; i += 2) {
 		v = atoi(argv[i + 1]);
 		if (!strcmp(argv[i], "--nodes"))
@@ -263,11 +267,14 @@ static int parse(int argc, char **argv, struct opts *o)
 			o->items = v;
 		else if (!strcmp(argv[i], "--timeout"))
 			o->timeout = v;
+		else if (!strcmp(argv[i], "--home-chunk"))
+			o->chunk = v;
 		else if (strcmp(argv[i], "--tag")) /* --tag: for pgrep */
 			return -1;
 	}
 	if (i != argc || o->nodes < 2 || o->nodes > 8 || o->threads < 2 ||
-	    o->threads > 64 || o->iters < NCOUNTERS || o->items < 1)
+	    o->threads > 64 || o->iters < NCOUNTERS || o->items < 1 ||
+	    o->chunk < 1)
 		return -1;
 	o->iters -= o->iters % NCOUNTERS;
 	return 0;
@@ -279,9 +286,9 @@ int main(int argc, char **argv)
 	uint64_t t0 = tool_now_ns();
 
 	if (parse(argc, argv, &o)) {
-		fprintf(stderr,
-			"usage: dsm_stress [--nodes 2-8] [--threads "
-			"2-64] [--iters K] [--items M] [--timeout S]\n");
+		fprintf(stderr, "usage: dsm_stress [--nodes 2-8] [--threads "
+				"2-64] [--iters K] [--items M] [--timeout S] "
+				"[--home-chunk P]\n");
 		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -290,8 +297,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	printf("PASS dsm_stress nodes=%d threads=%d iters=%d items=%d "
-	       "time=%.2fs\n",
-	       o.nodes, o.threads, o.iters, o.items,
+	       "home_chunk=%d time=%.2fs\n",
+	       o.nodes, o.threads, o.iters, o.items, o.chunk,
 	       (tool_now_ns() - t0) / 1e9);
 	return 0;
 }

@@ -159,9 +159,11 @@ static inline int tool_pick_ports(int nn, uint16_t *port)
 
 /* Bring up the DSM and the transport of node @self. */
 static inline int tool_node_up(struct node *n, int self, int nn,
-			       const uint16_t *port, uint64_t size)
+			       const uint16_t *port, uint64_t size,
+			       uint64_t chunk)
 {
-	struct dsm_config dc = {.self = self, .nnodes = nn, .size = size};
+	struct dsm_config dc = {
+		.self = self, .nnodes = nn, .size = size, .home_chunk = chunk};
 	struct transport_config c;
 	struct err e = {0};
 	int i;

@@ -47,6 +47,7 @@ struct chan {
 
 struct model {
 	int n, p;
+	struct dsm_layout lay;
 	uint64_t rng;
 	struct dsm_cache cache[MN][MP];
 	int64_t mem[MN][MP]; /* node's copy; -1 = not held */
@@ -136,7 +137,7 @@ static void do_access(struct model *m)
 		return;
 	}
 	m->faults++;
-	assert_int_equal(dsm_cache_fault(c, node, m->n, (uint64_t)p,
+	assert_int_equal(dsm_cache_fault(c, node, &m->lay, (uint64_t)p,
 					 wr ? DSM_FAULT_WRITE : DSM_FAULT_READ,
 					 &out),
 			 0);
@@ -151,11 +152,11 @@ static void deliver(struct model *m, struct mmsg *x)
 	assert_int_equal(dsm_pmsg_check(&x->m, m->n, (uint64_t)m->p), 0);
 	if (x->m.kind <= DSM_REQ_WRITE || x->m.kind == DSM_ACK)
 		assert_int_equal(
-			dsm_home_msg(&m->dir[p], to, m->n, &x->m, &out), 0);
+			dsm_home_msg(&m->dir[p], to, &m->lay, &x->m, &out), 0);
 	else
-		assert_int_equal(
-			dsm_cache_msg(&m->cache[to][p], to, m->n, &x->m, &out),
-			0);
+		assert_int_equal(dsm_cache_msg(&m->cache[to][p], to, &m->lay,
+					       &x->m, &out),
+				 0);
 	apply(m, to, x->m.page, &out, x);
 	m->delivered++;
 }
@@ -214,6 +215,8 @@ static void model_init(struct model *m, int n, int p, uint64_t seed)
 	memset(m, 0, sizeof(*m));
 	m->n = n;
 	m->p = p;
+	m->lay.nnodes = n;
+	m->lay.chunk = 1 + seed % 2; /* interleaved, or stripes of 2 */
 	m->rng = seed * 0x9E3779B97F4A7C15ull + 1;
 	for (j = 0; j < p; j++) {
 		dsm_dir_init(&m->dir[j]);
@@ -311,10 +314,10 @@ static void test_garbage(void **state)
 			memset(&c, 0, sizeof(c));
 		}
 		c.state = c.state > DSM_EXCLUSIVE ? DSM_INVALID : c.state;
-		rc = dsm_home_msg(&d, x.to, 3, &x, &out);
+		rc = dsm_home_msg(&d, x.to, &m.lay, &x, &out);
 		assert_true(rc == 0 || rc == -EPROTO);
 		assert_true(d.qlen <= 3);
-		rc = dsm_cache_msg(&c, x.to, 3, &x, &out);
+		rc = dsm_cache_msg(&c, x.to, &m.lay, &x, &out);
 		assert_true(rc == 0 || rc == -EPROTO);
 		assert_true(out.n <= DSM_OUT_MAX);
 	}
@@ -323,7 +326,8 @@ static void test_garbage(void **state)
 /* A runtime, or skip when this kernel/sandbox has no usable uffd. */
 static struct dsm *runtime(int self, int nnodes, uint64_t pages)
 {
-	struct dsm_config c = {self, nnodes, pages * DSM_PAGE_SIZE};
+	struct dsm_config c = {
+		.self = self, .nnodes = nnodes, .size = pages * DSM_PAGE_SIZE};
 	struct err e = {0};
 	struct dsm *d = NULL;
 
