@@ -53,8 +53,10 @@ brings 4 KiB from node 0, then \`UFFDIO_COPY\`.
 
 | access (node 1) | median us | p99 us | median / floor |
 |---|---|---|---|
-$(row "read fault, page writable at node 0 (downgrade + 4 KiB)" dsm_read_fault)
-$(row "write fault, page writable at node 0 (invalidate + 4 KiB)" dsm_write_fault)
+$(row "read fault, page writable at node 0 (downgrade + 4 KiB)" \
+	dsm_read_fault)
+$(row "write fault, page writable at node 0 (invalidate + 4 KiB)" \
+	dsm_write_fault)
 $(row "write to a page both hold read-only (invalidation, no data)" dsm_invalidate)
 $(row "**floor**: uffd fault + 4 KiB transport round trip" floor)
 $(row "floor part: uffd fault, local UFFDIO_COPY" uffd_local)

@@ -2,11 +2,12 @@
  * cluster/dsm_proto.h - the DSM coherence protocol as pure functions: no
  * I/O, no locks, no memory. A home-based directory (pages are dealt to
  * the nodes in stripes of `chunk` pages: interleaved when chunk = 1, one
- * range per node when chunk = npages / nnodes) with per-page states INVALID / SHARED / EXCLUSIVE on every
- * node. The home serialises the transactions of one page (busy + a FIFO of
- * waiting requesters); page data always travels through the home. Both the
- * runtime (dsm.c) and the randomized model checker (test_dsm_model.c) drive
- * exactly these functions. See docs/dsm.md for the message diagram and the
+ * range per node when chunk = npages / nnodes) with per-page states
+ * INVALID / SHARED / EXCLUSIVE on every node. The home serialises the
+ * transactions of one page (busy + a FIFO of waiting requesters); page
+ * data always travels through the home. Both the runtime (dsm.c) and the
+ * randomized model checker (test_dsm_model.c) drive exactly these
+ * functions. See docs/dsm.md for the message diagram and the
  * correctness argument.
  */
 #ifndef DVMM_CLUSTER_DSM_PROTO_H

@@ -1,8 +1,9 @@
 # tests/integration/dsm.sh - the guest-memory DSM without vCPUs:
 # tests/tools/dsm_stress with 2 and 3 node processes on loopback (plain and
-# under ASan/UBSan; homes interleaved and by range): exact counter totals, in-order ring items, a checksum
-# over a region written by every thread of every node, no refused protocol
-# message, and no process left behind. Sourced by run.sh.
+# under ASan/UBSan; homes interleaved and by range): exact counter
+# totals, in-order ring items, a checksum over a region written by every
+# thread of every node, no refused protocol message, and no process left
+# behind. Sourced by run.sh.
 
 # dsm_stress_run TOOL NODES [HOME_CHUNK] : run it, check its output and
 # that it is gone.
