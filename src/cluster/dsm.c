@@ -252,7 +252,8 @@ static int do_ops(struct dsm *d, uint64_t page, const struct dsm_out *o,
 		rc = op_save(d, page, in);
 	if (!rc && (o->ops & DSM_OP_WP))
 		rc = uffd_wp(d, page, true);
-	if (!rc && (o->ops & DSM_OP_READ))
+	/* the page is held: the copy always works, and the home needs it */
+	if (o->ops & DSM_OP_READ)
 		memcpy(d->copy, d->alias + page * PG, PG);
 	if (!rc && (o->ops & DSM_OP_DROP))
 		rc = page_drop(d, page);
