@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +22,7 @@
 
 #include "api/api.h"
 #include "util/log.h"
+#include "util/thread.h"
 
 #define API_EXAMPLE "{\"cmd\":\"status\"}"
 #define API_ERR_MAX 512
@@ -716,17 +716,13 @@ static struct api_loop *new_loop(struct api_server *s)
 static int start_thread(struct api_server *s, char *errbuf, size_t errlen)
 {
 	struct api_loop *lp = new_loop(s);
-	sigset_t all, old;
 	char ebuf[128];
 	int rc;
 
 	if (!lp)
 		return fail(errbuf, errlen, -ENOMEM,
 			    "control socket: out of memory");
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(&s->thread, NULL, serve, lp);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	rc = -thread_start_nosignals(&s->thread, serve, lp);
 	if (rc) {
 		free(lp);
 		return fail(errbuf, errlen, -rc,

@@ -23,7 +23,6 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +36,7 @@
 #include <liburing.h>
 
 #include "util/log.h"
+#include "util/thread.h"
 #include "virtio/devices.h"
 
 /* Feature bits (5.2.3). */
@@ -772,19 +772,6 @@ static void blk_queue_kick(struct virtio_device *vd, uint16_t q)
 	blk_unlock(b, pushed && b->running);
 }
 
-/* Device threads take no signals: those are for the vCPU threads. */
-static int start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
-{
-	sigset_t all, old;
-	int rc;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(t, NULL, fn, arg);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	return -rc;
-}
-
 static int blk_activate(struct virtio_device *vd)
 {
 	struct virtio_blk *b = to_blk(vd);
@@ -797,7 +784,7 @@ static int blk_activate(struct virtio_device *vd)
 	b->discard =
 		b->can_discard && virtio_has_feature(vd, VIRTIO_BLK_F_DISCARD);
 	if (!b->thread_started) {
-		rc = start_thread(&b->thread, blk_io_thread, b);
+		rc = thread_start_nosignals(&b->thread, blk_io_thread, b);
 		if (rc) {
 			pr_err("%s: cannot start the I/O thread: %s", vd->name,
 			       strerror(-rc));

@@ -17,7 +17,6 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +25,7 @@
 #include <unistd.h>
 
 #include "util/log.h"
+#include "util/thread.h"
 #include "virtio/devices.h"
 
 #define CON_QUEUE_SIZE 256
@@ -69,14 +69,6 @@ static struct virtio_console *to_con(struct virtio_device *vd)
 static bool con_stopping(struct virtio_console *c)
 {
 	return __atomic_load_n(&c->stop, __ATOMIC_ACQUIRE);
-}
-
-static void drain_eventfd(int fd)
-{
-	uint64_t v;
-
-	while (read(fd, &v, sizeof(v)) > 0)
-		;
 }
 
 /* Pop from @q; on a broken ring report it and return -1. */
@@ -237,7 +229,7 @@ static void *con_thread(void *arg)
 		if (p[0].revents)
 			break;
 		if (p[1].revents)
-			drain_eventfd(c->kick_fd);
+			eventfd_drain(c->kick_fd);
 		if (p[2].revents)
 			con_rx_read(c);
 	}
@@ -285,18 +277,6 @@ static void con_queue_kick(struct virtio_device *vd, uint16_t q)
 		pr_warn("%s: eventfd: %s", vd->name, strerror(errno));
 }
 
-static int start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
-{
-	sigset_t all, old;
-	int rc;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(t, NULL, fn, arg);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	return -rc;
-}
-
 static int con_activate(struct virtio_device *vd)
 {
 	struct virtio_console *c = to_con(vd);
@@ -306,7 +286,7 @@ static int con_activate(struct virtio_device *vd)
 		return 0;
 	c->broken = false;
 	c->rx_have = false;
-	rc = start_thread(&c->thread, con_thread, c);
+	rc = thread_start_nosignals(&c->thread, con_thread, c);
 	if (rc) {
 		pr_err("%s: cannot start the worker thread: %s", vd->name,
 		       strerror(-rc));
@@ -328,8 +308,8 @@ static void con_stop(struct virtio_console *c)
 	pthread_join(c->thread, NULL);
 	c->started = false;
 	__atomic_store_n(&c->stop, false, __ATOMIC_RELEASE);
-	drain_eventfd(c->stop_fd);
-	drain_eventfd(c->kick_fd);
+	eventfd_drain(c->stop_fd);
+	eventfd_drain(c->kick_fd);
 	c->rx_have = false;
 	c->broken = false;
 }

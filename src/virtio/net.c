@@ -25,7 +25,6 @@
 #include <net/if.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +35,7 @@
 #include <unistd.h>
 
 #include "util/log.h"
+#include "util/thread.h"
 #include "virtio/devices.h"
 
 /* Feature bits (5.1.3). */
@@ -198,14 +198,6 @@ static bool rx_stopping(struct virtio_net *n)
 	return __atomic_load_n(&n->rx_stop, __ATOMIC_ACQUIRE);
 }
 
-static void drain_eventfd(int fd)
-{
-	uint64_t v;
-
-	while (read(fd, &v, sizeof(v)) > 0)
-		;
-}
-
 /*
  * Wait until @fd (or the stop eventfd) is readable. Returns false when the
  * thread is to stop.
@@ -279,7 +271,7 @@ static int rx_get_chain(struct virtio_net *n)
 		}
 		if (!rx_wait(n, n->wake_fd))
 			return 0;
-		drain_eventfd(n->wake_fd);
+		eventfd_drain(n->wake_fd);
 		waited = true;
 	}
 	return 0;
@@ -398,18 +390,6 @@ static void net_queue_kick(struct virtio_device *vd, uint16_t q)
 	}
 }
 
-static int start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
-{
-	sigset_t all, old;
-	int rc;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(t, NULL, fn, arg);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	return -rc;
-}
-
 static void net_stop(struct virtio_net *n)
 {
 	uint64_t one = 1;
@@ -424,9 +404,9 @@ static void net_stop(struct virtio_net *n)
 		pthread_join(n->rx_thread, NULL);
 		n->rx_started = false;
 		__atomic_store_n(&n->rx_stop, false, __ATOMIC_RELEASE);
-		drain_eventfd(n->stop_fd);
+		eventfd_drain(n->stop_fd);
 	}
-	drain_eventfd(n->wake_fd);
+	eventfd_drain(n->wake_fd);
 	__atomic_store_n(&n->broken, false, __ATOMIC_RELEASE);
 }
 
@@ -437,7 +417,7 @@ static int net_activate(struct virtio_device *vd)
 
 	if (n->rx_started)
 		return 0;
-	rc = start_thread(&n->rx_thread, net_rx_thread, n);
+	rc = thread_start_nosignals(&n->rx_thread, net_rx_thread, n);
 	if (rc) {
 		pr_err("%s: cannot start the RX thread: %s", vd->name,
 		       strerror(-rc));

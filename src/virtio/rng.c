@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +18,7 @@
 #include <unistd.h>
 
 #include "util/log.h"
+#include "util/thread.h"
 #include "virtio/devices.h"
 
 #define RNG_QUEUE_SIZE 256
@@ -41,14 +41,6 @@ struct virtio_rng {
 static struct virtio_rng *to_rng(struct virtio_device *vd)
 {
 	return vd->priv;
-}
-
-static void drain_eventfd(int fd)
-{
-	uint64_t v;
-
-	while (read(fd, &v, sizeof(v)) > 0)
-		;
 }
 
 /* Fill the writable part of @c, up to RNG_MAX_REQ; returns the bytes. */
@@ -154,7 +146,7 @@ static void *rng_thread(void *arg)
 		if (p[0].revents)
 			break;
 		if (p[1].revents)
-			drain_eventfd(r->kick_fd);
+			eventfd_drain(r->kick_fd);
 	}
 	return NULL;
 }
@@ -201,18 +193,6 @@ static void rng_queue_kick(struct virtio_device *vd, uint16_t q)
 		pr_warn("%s: eventfd: %s", vd->name, strerror(errno));
 }
 
-static int start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
-{
-	sigset_t all, old;
-	int rc;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(t, NULL, fn, arg);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	return -rc;
-}
-
 static int rng_activate(struct virtio_device *vd)
 {
 	struct virtio_rng *r = to_rng(vd);
@@ -221,7 +201,7 @@ static int rng_activate(struct virtio_device *vd)
 	if (r->started)
 		return 0;
 	r->broken = false;
-	rc = start_thread(&r->thread, rng_thread, r);
+	rc = thread_start_nosignals(&r->thread, rng_thread, r);
 	if (rc) {
 		pr_err("%s: cannot start the worker thread: %s", vd->name,
 		       strerror(-rc));
@@ -246,8 +226,8 @@ static void rng_stop(struct virtio_rng *r)
 	r->started = false;
 	pthread_mutex_unlock(&r->serve_lock);
 	__atomic_store_n(&r->stop, false, __ATOMIC_RELEASE);
-	drain_eventfd(r->stop_fd);
-	drain_eventfd(r->kick_fd);
+	eventfd_drain(r->stop_fd);
+	eventfd_drain(r->kick_fd);
 	r->broken = false;
 }
 
