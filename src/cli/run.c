@@ -33,7 +33,7 @@
 /* The VM as the control socket and stop requests see it. */
 struct runner {
 	pthread_mutex_t lock;
-	struct machine *pc;   /* NULL between boots */
+	struct machine *pc; /* NULL between boots */
 	struct run_options *opt;
 	const struct run_hooks *hooks;
 	unsigned int reboots;
@@ -47,7 +47,8 @@ void run_usage(FILE *f)
 		"usage: dvmm run --kernel FILE [options]\n"
 		"  --kernel FILE       PVH ELF kernel to boot (required)\n"
 		"  --cpus N            vCPUs, 1..%d (default 1)\n"
-		"  --memory SIZE       guest RAM, e.g. 512M, 2G (default 256M)\n"
+		"  --memory SIZE       guest RAM, e.g. 512M, 2G (default "
+		"256M)\n"
 		"  --cmdline STRING    kernel command line\n"
 		"  --initrd FILE       initial ramdisk (PVH module 0)\n"
 		"  --console stdio|file:PATH|none   serial console "
@@ -132,24 +133,24 @@ enum {
 };
 
 static const struct option run_long_opts[] = {
-	{ "kernel", required_argument, NULL, OPT_KERNEL },
-	{ "cpus", required_argument, NULL, OPT_CPUS },
-	{ "memory", required_argument, NULL, OPT_MEMORY },
-	{ "cmdline", required_argument, NULL, OPT_CMDLINE },
-	{ "initrd", required_argument, NULL, OPT_INITRD },
-	{ "console", required_argument, NULL, OPT_CONSOLE },
-	{ "api", required_argument, NULL, OPT_API },
-	{ "kvm", required_argument, NULL, OPT_KVM },
-	{ "disk", required_argument, NULL, OPT_DISK },
-	{ "net", required_argument, NULL, OPT_NET },
-	{ "rng", no_argument, NULL, OPT_RNG },
-	{ "vconsole", required_argument, NULL, OPT_VCONSOLE },
-	{ "doorbell", required_argument, NULL, OPT_DOORBELL },
-	{ "nodes", required_argument, NULL, OPT_NODES },
-	{ "netns", no_argument, NULL, OPT_NETNS },
-	{ "verbose", no_argument, NULL, 'v' },
-	{ "help", no_argument, NULL, OPT_HELP },
-	{ NULL, 0, NULL, 0 },
+	{"kernel", required_argument, NULL, OPT_KERNEL},
+	{"cpus", required_argument, NULL, OPT_CPUS},
+	{"memory", required_argument, NULL, OPT_MEMORY},
+	{"cmdline", required_argument, NULL, OPT_CMDLINE},
+	{"initrd", required_argument, NULL, OPT_INITRD},
+	{"console", required_argument, NULL, OPT_CONSOLE},
+	{"api", required_argument, NULL, OPT_API},
+	{"kvm", required_argument, NULL, OPT_KVM},
+	{"disk", required_argument, NULL, OPT_DISK},
+	{"net", required_argument, NULL, OPT_NET},
+	{"rng", no_argument, NULL, OPT_RNG},
+	{"vconsole", required_argument, NULL, OPT_VCONSOLE},
+	{"doorbell", required_argument, NULL, OPT_DOORBELL},
+	{"nodes", required_argument, NULL, OPT_NODES},
+	{"netns", no_argument, NULL, OPT_NETNS},
+	{"verbose", no_argument, NULL, 'v'},
+	{"help", no_argument, NULL, OPT_HELP},
+	{NULL, 0, NULL, 0},
 };
 
 /* --disk PATH[,readonly] */
@@ -357,7 +358,8 @@ int run_parse_options(int argc, char **argv, struct run_options *o)
 	if (rc)
 		return rc;
 	log_set_level(verbose >= 2 ? LOG_DEBUG :
-		      verbose == 1 ? LOG_INFO : LOG_WARN);
+		      verbose == 1 ? LOG_INFO :
+				     LOG_WARN);
 	return 0;
 }
 
@@ -479,15 +481,14 @@ static json_t *op_status(void *ctx)
 	json_t *o;
 
 	pthread_mutex_lock(&r->lock);
-	o = json_pack("{s:s, s:i, s:I, s:I, s:s, s:f, s:i, s:i}", "state",
-		      r->pc ? vm_state_names[vm_get_state(&r->pc->vm)] :
-			      "rebooting",
-		      "vcpus", mc->ncpus, "memory_bytes",
-		      (json_int_t)mc->ram_size, "memory_mib",
-		      (json_int_t)(mc->ram_size >> 20), "kernel",
-		      mc->kernel_path, "uptime_s",
-		      r->pc ? vm_uptime(&r->pc->vm) : 0.0, "reboots",
-		      (int)r->reboots, "pid", (int)getpid());
+	o = json_pack(
+		"{s:s, s:i, s:I, s:I, s:s, s:f, s:i, s:i}", "state",
+		r->pc ? vm_state_names[vm_get_state(&r->pc->vm)] : "rebooting",
+		"vcpus", mc->ncpus, "memory_bytes", (json_int_t)mc->ram_size,
+		"memory_mib", (json_int_t)(mc->ram_size >> 20), "kernel",
+		mc->kernel_path, "uptime_s",
+		r->pc ? vm_uptime(&r->pc->vm) : 0.0, "reboots", (int)r->reboots,
+		"pid", (int)getpid());
 	pthread_mutex_unlock(&r->lock);
 	return add_nodes(r, o, false);
 }
@@ -533,7 +534,7 @@ static json_t *virtio_stats(struct machine *pc)
 
 static json_t *vm_stats(struct machine *pc)
 {
-	uint64_t totals[VCPU_EXIT_KINDS] = { 0 };
+	uint64_t totals[VCPU_EXIT_KINDS] = {0};
 	json_t *cpus = json_array(), *sum = json_object();
 
 	for (int i = 0; i < pc->vm.ncpus; i++)
@@ -554,8 +555,7 @@ static json_t *op_stats(void *ctx)
 	json_t *o;
 
 	pthread_mutex_lock(&r->lock);
-	o = r->pc ? vm_stats(r->pc) : json_pack("{s:s}", "state",
-						  "rebooting");
+	o = r->pc ? vm_stats(r->pc) : json_pack("{s:s}", "state", "rebooting");
 	pthread_mutex_unlock(&r->lock);
 	return add_nodes(r, o, true);
 }
@@ -639,7 +639,7 @@ static int boot_once(struct runner *r, struct machine *pc,
 		     struct machine_persist *keep, int *status)
 {
 	enum vm_stop_reason reason;
-	struct err e = { 0 };
+	struct err e = {0};
 	int code;
 
 	if (machine_create(pc, &r->opt->mc, keep, &e) ||
@@ -665,7 +665,7 @@ static int boot_once(struct runner *r, struct machine *pc,
 
 static int boot_loop(struct runner *r)
 {
-	struct machine_persist keep = { 0 };
+	struct machine_persist keep = {0};
 	struct machine *pc = calloc(1, sizeof(*pc));
 	int status = EXIT_FAILURE_VMM;
 
@@ -722,10 +722,13 @@ void runner_stop(struct runner *r, enum vm_stop_reason reason, int code)
 
 int runner_run(struct runner *r)
 {
-	struct api_ops ops = { .pause = op_pause, .resume = op_resume,
-			       .stop = op_stop, .status = op_status,
-			       .stats = op_stats, .ctx = r };
-	struct api_server api = { .listen_fd = -1 };
+	struct api_ops ops = {.pause = op_pause,
+			      .resume = op_resume,
+			      .stop = op_stop,
+			      .status = op_status,
+			      .stats = op_stats,
+			      .ctx = r};
+	struct api_server api = {.listen_fd = -1};
 	char errbuf[256];
 	int status;
 

@@ -22,43 +22,43 @@
 
 /* Message types. The transport owns those below MSG_USER_BASE. */
 enum msg_type {
-	MSG_HELLO = 1,       /* handshake: version, cluster id, node id, nonce */
-	MSG_AUTH = 2,        /* handshake: HMAC over both nonces */
+	MSG_HELLO = 1, /* handshake: version, cluster id, node id, nonce */
+	MSG_AUTH = 2,  /* handshake: HMAC over both nonces */
 	MSG_AUTH_OK = 3,
 	MSG_HEARTBEAT = 4,
-	MSG_GOODBYE = 5,     /* orderly close: payload = reason text */
+	MSG_GOODBYE = 5, /* orderly close: payload = reason text */
 	MSG_USER_BASE = 64,
 	MSG_SHUTDOWN = 64,   /* node 0: the VM ended; payload = exit status */
 	MSG_STATS_REQ = 65,  /* node 0 asks a peer for its stats */
 	MSG_STATS_RESP = 66, /* JSON object */
-	MSG_PING = 67,       /* benchmarks: echoed back as MSG_PONG */
+	MSG_PING = 67,	     /* benchmarks: echoed back as MSG_PONG */
 	MSG_PONG = 68,
-	MSG_DSM = 80,        /* 80-89: guest memory DSM (cluster/dsm.c) */
-	MSG_DSM_TOOL = 81,   /* DSM test and benchmark tools' control */
+	MSG_DSM = 80,	   /* 80-89: guest memory DSM (cluster/dsm.c) */
+	MSG_DSM_TOOL = 81, /* DSM test and benchmark tools' control */
 };
 
 enum peer_event {
-	PEER_UP,    /* authenticated and ready */
-	PEER_DOWN,  /* connection lost, heartbeats missed, or it said goodbye */
+	PEER_UP,   /* authenticated and ready */
+	PEER_DOWN, /* connection lost, heartbeats missed, or it said goodbye */
 };
 
 struct transport_node_addr {
-	char host[64];   /* numeric IPv4/IPv6 address or host name */
+	char host[64]; /* numeric IPv4/IPv6 address or host name */
 	uint16_t port;
 };
 
 struct transport_config {
-	int self;                      /* this node's id */
+	int self; /* this node's id */
 	int nnodes;
 	struct transport_node_addr node[CLUSTER_MAX_NODES];
 	uint8_t cluster_id[CLUSTER_ID_LEN];
 	uint8_t secret[CLUSTER_SECRET_MAX];
-	size_t secret_len;             /* >= 16 */
-	unsigned int heartbeat_ms;     /* default 250 */
-	unsigned int dead_after_ms;    /* default 3000: no traffic -> down */
+	size_t secret_len;		 /* >= 16 */
+	unsigned int heartbeat_ms;	 /* default 250 */
+	unsigned int dead_after_ms;	 /* default 3000: no traffic -> down */
 	unsigned int connect_timeout_ms; /* default 10000: give up at start */
-	size_t sendq_limit;            /* bytes queued per peer; default 64 MiB */
-	unsigned int handshake_ms;     /* default 5000: to authenticate in */
+	size_t sendq_limit;	   /* bytes queued per peer; default 64 MiB */
+	unsigned int handshake_ms; /* default 5000: to authenticate in */
 };
 
 /*
@@ -67,8 +67,8 @@ struct transport_config {
  */
 typedef void (*transport_msg_fn)(void *opaque, int from, uint16_t type,
 				 const void *payload, uint32_t len);
-typedef void (*transport_peer_fn)(void *opaque, int node,
-				  enum peer_event ev, const char *reason);
+typedef void (*transport_peer_fn)(void *opaque, int node, enum peer_event ev,
+				  const char *reason);
 
 struct transport;
 
@@ -78,8 +78,8 @@ struct transport;
  */
 struct transport_stats {
 	uint64_t msgs_sent, msgs_recv, bytes_sent, bytes_recv;
-	uint64_t auth_failures;        /* strangers and bad peers refused */
-	uint64_t sendq_waits;          /* back-pressure stalls */
+	uint64_t auth_failures; /* strangers and bad peers refused */
+	uint64_t sendq_waits;	/* back-pressure stalls */
 };
 
 /* The engine behind the interface. */
@@ -100,7 +100,7 @@ struct transport {
 	transport_msg_fn on_msg;
 	transport_peer_fn on_peer;
 	void *opaque;
-	void *priv;                    /* the engine's state */
+	void *priv; /* the engine's state */
 };
 
 /*
@@ -126,9 +126,8 @@ static inline int transport_start(struct transport *t, struct err *e)
  * (> MSG_MAX_PAYLOAD), -ENOMEM, or -EINVAL (bad node, or a type below
  * MSG_USER_BASE: those belong to the transport).
  */
-static inline int transport_send(struct transport *t, int node,
-				  uint16_t type, const void *buf,
-				  uint32_t len)
+static inline int transport_send(struct transport *t, int node, uint16_t type,
+				 const void *buf, uint32_t len)
 {
 	return t->engine->send(t, node, type, buf, len);
 }
@@ -137,8 +136,7 @@ static inline int transport_send(struct transport *t, int node,
  * Wait until every peer is authenticated, up to connect_timeout_ms; on
  * failure e says which node could not be reached and why.
  */
-static inline int transport_wait_connected(struct transport *t,
-					   struct err *e)
+static inline int transport_wait_connected(struct transport *t, struct err *e)
 {
 	return t->engine->wait_connected(t, e);
 }

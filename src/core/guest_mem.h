@@ -24,8 +24,8 @@ struct guest_mem_region {
 struct guest_mem {
 	struct guest_mem_region region[GUEST_MEM_MAX_REGIONS];
 	int nregions;
-	uint64_t ram_size;  /* total bytes of RAM */
-	uint8_t *base;      /* the single host mapping backing all regions */
+	uint64_t ram_size; /* total bytes of RAM */
+	uint8_t *base;	   /* the single host mapping backing all regions */
 };
 
 /* Split @ram_size into regions around the MMIO hole; no allocation. */

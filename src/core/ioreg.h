@@ -51,8 +51,7 @@ int ioreg_register(struct io_registry *r, enum io_space space, uint64_t base,
 		   uint64_t len, io_handler_fn fn, void *opaque,
 		   const char *name);
 /* 0 on success, -ENOENT when no range starts at @base. */
-int ioreg_unregister(struct io_registry *r, enum io_space space,
-		     uint64_t base);
+int ioreg_unregister(struct io_registry *r, enum io_space space, uint64_t base);
 
 /*
  * Hand an access to its owner. Returns true if a handler took it. An access

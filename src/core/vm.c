@@ -43,7 +43,7 @@ const char *const vm_state_names[] = {
 static int kvm_set_line(void *opaque, uint32_t gsi, int level)
 {
 	struct vm *vm = opaque;
-	struct kvm_irq_level irq = { .irq = gsi, .level = level };
+	struct kvm_irq_level irq = {.irq = gsi, .level = level};
 
 	return ioctl(vm->vm_fd, KVM_IRQ_LINE_STATUS, &irq) < 0 ? -errno : 0;
 }
@@ -51,9 +51,9 @@ static int kvm_set_line(void *opaque, uint32_t gsi, int level)
 static int kvm_send_msi(void *opaque, uint64_t addr, uint32_t data)
 {
 	struct vm *vm = opaque;
-	struct kvm_msi msi = { .address_lo = (uint32_t)addr,
-			       .address_hi = (uint32_t)(addr >> 32),
-			       .data = data };
+	struct kvm_msi msi = {.address_lo = (uint32_t)addr,
+			      .address_hi = (uint32_t)(addr >> 32),
+			      .data = data};
 
 	return ioctl(vm->vm_fd, KVM_SIGNAL_MSI, &msi) < 0 ? -errno : 0;
 }
@@ -95,9 +95,9 @@ static int setup_memory(struct vm *vm, uint64_t ram_size, struct err *e)
 	int rc = guest_mem_alloc(&vm->mem, ram_size);
 
 	if (rc)
-		return err_set(e, rc, "cannot allocate %llu MiB of guest RAM: %s",
-			       (unsigned long long)(ram_size >> 20),
-			       strerror(-rc));
+		return err_set(
+			e, rc, "cannot allocate %llu MiB of guest RAM: %s",
+			(unsigned long long)(ram_size >> 20), strerror(-rc));
 	for (int i = 0; i < vm->mem.nregions; i++) {
 		struct guest_mem_region *r = &vm->mem.region[i];
 		struct kvm_userspace_memory_region slot = {
@@ -118,7 +118,7 @@ static int setup_memory(struct vm *vm, uint64_t ram_size, struct err *e)
 
 static int setup_irqchip(struct vm *vm, struct err *e)
 {
-	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
 	int rc;
 
 	rc = vm_ioctl(vm, KVM_SET_TSS_ADDR, LAYOUT_KVM_TSS, "KVM_SET_TSS_ADDR",
@@ -234,10 +234,11 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct err *e)
 	rc = ioreg_init(&vm->io);
 	if (rc)
 		return err_set(e, rc, "cannot set up the io registry");
-	vm->irq = (struct irq_sink){ .set_line = kvm_set_line,
-				     .send_msi = kvm_send_msi, .opaque = vm };
-	vm->lc = (struct vm_lifecycle){ .request_stop = lifecycle_request_stop,
-					.opaque = vm };
+	vm->irq = (struct irq_sink){.set_line = kvm_set_line,
+				    .send_msi = kvm_send_msi,
+				    .opaque = vm};
+	vm->lc = (struct vm_lifecycle){.request_stop = lifecycle_request_stop,
+				       .opaque = vm};
 	rc = install_kick_handler(e);
 	if (rc)
 		return rc;
@@ -287,14 +288,19 @@ void vm_destroy(struct vm *vm)
 
 static struct kvm_segment flat_segment(uint16_t selector, uint8_t type)
 {
-	return (struct kvm_segment){ .base = 0, .limit = 0xffffffff,
-				     .selector = selector, .type = type,
-				     .present = 1, .dpl = 0, .db = 1, .s = 1,
-				     .l = 0, .g = 1 };
+	return (struct kvm_segment){.base = 0,
+				    .limit = 0xffffffff,
+				    .selector = selector,
+				    .type = type,
+				    .present = 1,
+				    .dpl = 0,
+				    .db = 1,
+				    .s = 1,
+				    .l = 0,
+				    .g = 1};
 }
 
-int vm_set_boot_regs(struct vm *vm, const struct vm_boot_regs *b,
-		     struct err *e)
+int vm_set_boot_regs(struct vm *vm, const struct vm_boot_regs *b, struct err *e)
 {
 	struct vcpu *v = &vm->vcpus[0];
 	struct kvm_sregs s;
@@ -303,8 +309,8 @@ int vm_set_boot_regs(struct vm *vm, const struct vm_boot_regs *b,
 	if (ioctl(v->fd, KVM_GET_SREGS, &s))
 		return err_set(e, -errno, "KVM_GET_SREGS: %s", strerror(errno));
 	/* PVH: 32-bit protected mode, flat segments, paging off. */
-	s.cs = flat_segment(0x10, 0xb);  /* execute/read, accessed */
-	s.ds = flat_segment(0x18, 0x3);  /* read/write, accessed */
+	s.cs = flat_segment(0x10, 0xb); /* execute/read, accessed */
+	s.ds = flat_segment(0x18, 0x3); /* read/write, accessed */
 	s.es = s.fs = s.gs = s.ss = s.ds;
 	s.cr0 = 0x11; /* PE | ET */
 	s.cr4 = 0;

@@ -33,7 +33,7 @@ enum vcpu_exit_kind {
 	VCPU_EXIT_IO,
 	VCPU_EXIT_MMIO,
 	VCPU_EXIT_HLT,
-	VCPU_EXIT_INTR,       /* KVM_RUN interrupted by a signal / kick */
+	VCPU_EXIT_INTR, /* KVM_RUN interrupted by a signal / kick */
 	VCPU_EXIT_SHUTDOWN,
 	VCPU_EXIT_SYSTEM_EVENT,
 	VCPU_EXIT_OTHER,
@@ -91,25 +91,25 @@ struct vm {
 	struct vcpu *vcpus;
 	struct guest_mem mem;
 	struct io_registry io;
-	struct irq_sink irq;       /* KVM_IRQ_LINE / KVM_SIGNAL_MSI */
-	struct vm_lifecycle lc;    /* handed to devices */
-	struct kvm_cpuid2 *cpuid;  /* supported CPUID, patched per vCPU */
+	struct irq_sink irq;	  /* KVM_IRQ_LINE / KVM_SIGNAL_MSI */
+	struct vm_lifecycle lc;	  /* handed to devices */
+	struct kvm_cpuid2 *cpuid; /* supported CPUID, patched per vCPU */
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond;       /* state changes, parked vCPUs */
-	_Atomic int state;         /* enum vm_state */
-	int parked;                /* vCPUs parked while paused */
-	int running_threads;       /* vCPU threads not yet finished */
+	pthread_cond_t cond; /* state changes, parked vCPUs */
+	_Atomic int state;   /* enum vm_state */
+	int parked;	     /* vCPUs parked while paused */
+	int running_threads; /* vCPU threads not yet finished */
 	enum vm_stop_reason stop_reason;
 	int stop_code;
 	struct timespec started;
-	_Atomic uint64_t paused_ns;  /* total time spent paused */
+	_Atomic uint64_t paused_ns; /* total time spent paused */
 	struct timespec pause_began;
 
 	/* core/vm_io.c: MSI routes and extra memory slots */
 	pthread_mutex_t route_lock;
 	struct vm_msi_route msi_routes[VM_MAX_MSI_ROUTES];
-	uint64_t extra_slots;      /* bitmap of slots in use */
+	uint64_t extra_slots; /* bitmap of slots in use */
 };
 
 /* Create the VM: KVM fd, RAM, irqchip, PIT, vCPUs with CPUID and MSRs. */

@@ -30,8 +30,7 @@ int vm_msi_route_del(struct vm *vm, int gsi);
 int vm_irqfd(struct vm *vm, int fd, uint32_t gsi, bool assign);
 
 /* Map @size bytes of host memory at guest @gpa; returns a slot id >= 0. */
-int vm_map_host_memory(struct vm *vm, uint64_t gpa, void *hva,
-		       uint64_t size);
+int vm_map_host_memory(struct vm *vm, uint64_t gpa, void *hva, uint64_t size);
 int vm_unmap_host_memory(struct vm *vm, int slot);
 
 #endif

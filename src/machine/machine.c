@@ -70,8 +70,7 @@ static int add_devices(struct machine *pc, const struct machine_config *cfg,
 	if (rc)
 		return err_set(e, rc, "cannot create the ACPI PM block");
 	pc->devices_up |= DEV_PM;
-	rc = pci_bus_init(&pc->pci, &vm->io, acpi_pm_reset_control_io,
-			  &pc->pm);
+	rc = pci_bus_init(&pc->pci, &vm->io, acpi_pm_reset_control_io, &pc->pm);
 	if (rc)
 		return err_set(e, rc, "cannot create the PCI bus");
 	pc->devices_up |= DEV_PCI;
@@ -109,8 +108,10 @@ static int write_acpi(struct machine *pc, int ncpus, struct err *e)
 	n = acpi_build(&cfg, buf, LAYOUT_ACPI_MAX, &layout);
 	if (n < 0) {
 		free(buf);
-		return err_set(e, (int)n, "cannot build ACPI tables for %d "
-			       "vCPUs", ncpus);
+		return err_set(e, (int)n,
+			       "cannot build ACPI tables for %d "
+			       "vCPUs",
+			       ncpus);
 	}
 	rc = guest_mem_write(&pc->vm.mem, LAYOUT_ACPI_BASE, buf, (size_t)n);
 	free(buf);
@@ -129,8 +130,7 @@ static int prefix_error(struct err *e, const char *what)
 }
 
 /* Messages from the parser name no file; add it. */
-static int prefix_error_path(struct err *e, const char *what,
-			     const char *path)
+static int prefix_error_path(struct err *e, const char *what, const char *path)
 {
 	char msg[ERR_MSG_MAX];
 
@@ -164,8 +164,8 @@ static int load_initrd(struct machine *pc, const struct machine_config *cfg,
 static int boot_pvh(struct machine *pc, const struct machine_config *cfg,
 		    const uint8_t *img, size_t len, struct err *e)
 {
-	struct pvh_boot_args args = { .cmdline = cfg->cmdline,
-				      .rsdp_gpa = LAYOUT_ACPI_BASE };
+	struct pvh_boot_args args = {.cmdline = cfg->cmdline,
+				     .rsdp_gpa = LAYOUT_ACPI_BASE};
 	struct vm_boot_regs boot;
 	struct pvh_kernel k;
 	int rc;
@@ -182,8 +182,8 @@ static int boot_pvh(struct machine *pc, const struct machine_config *cfg,
 	if (rc)
 		return rc;
 	pc->entry = k.entry;
-	boot = (struct vm_boot_regs){ .entry = pc->entry,
-				      .ebx = (uint32_t)LAYOUT_START_INFO };
+	boot = (struct vm_boot_regs){.entry = pc->entry,
+				     .ebx = (uint32_t)LAYOUT_START_INFO};
 	return vm_set_boot_regs(&pc->vm, &boot, e);
 }
 
@@ -217,8 +217,8 @@ static int load_bz_initrd(struct machine *pc, const struct machine_config *cfg,
 static int boot_bzimage(struct machine *pc, const struct machine_config *cfg,
 			const uint8_t *img, size_t len, struct err *e)
 {
-	struct bzimage_boot_args args = { .cmdline = cfg->cmdline,
-					  .rsdp_gpa = LAYOUT_ACPI_BASE };
+	struct bzimage_boot_args args = {.cmdline = cfg->cmdline,
+					 .rsdp_gpa = LAYOUT_ACPI_BASE};
 	struct vm_boot_regs_long boot;
 	struct bzimage bz;
 	int rc;
@@ -234,8 +234,7 @@ static int boot_bzimage(struct machine *pc, const struct machine_config *cfg,
 	if (cfg->initrd_path)
 		rc = load_bz_initrd(pc, cfg, &bz, &args, e);
 	if (!rc)
-		rc = bzimage_write_boot_params(&pc->vm.mem, img, &bz, &args,
-					       e);
+		rc = bzimage_write_boot_params(&pc->vm.mem, img, &bz, &args, e);
 	if (!rc)
 		rc = bzimage_write_boot_tables(&pc->vm.mem, e);
 	if (rc)
@@ -324,8 +323,8 @@ static int create_virtio_backend(struct machine *pc, struct machine_virtio *mv,
 	case VIRTIO_KIND_NET:
 		nic = &cfg->nic[index];
 		return virtio_net_create((struct virtio_net **)&mv->dev, mem,
-					 nic->tap, nic->has_mac ? nic->mac : NULL,
-					 e);
+					 nic->tap,
+					 nic->has_mac ? nic->mac : NULL, e);
 	case VIRTIO_KIND_RNG:
 		return virtio_rng_create((struct virtio_rng **)&mv->dev, mem,
 					 e);
@@ -397,9 +396,9 @@ static void destroy_virtio_devices(struct machine *pc)
 int machine_create(struct machine *pc, const struct machine_config *cfg,
 		   const struct machine_persist *keep, struct err *e)
 {
-	struct vm_config vcfg = { .kvm_path = cfg->kvm_path,
-				  .ram_size = cfg->ram_size,
-				  .ncpus = cfg->ncpus };
+	struct vm_config vcfg = {.kvm_path = cfg->kvm_path,
+				 .ram_size = cfg->ram_size,
+				 .ncpus = cfg->ncpus};
 	int rc;
 
 	memset(pc, 0, sizeof(*pc));

@@ -25,7 +25,7 @@ struct machine_disk {
 };
 
 struct machine_nic {
-	const char *tap;          /* NULL: dvmm creates one */
+	const char *tap; /* NULL: dvmm creates one */
 	bool has_mac;
 	uint8_t mac[6];
 };
@@ -35,26 +35,30 @@ struct machine_config {
 	uint64_t ram_size;
 	int ncpus;
 	const char *kernel_path;
-	const char *initrd_path;  /* NULL for none */
-	const char *cmdline;      /* NULL for empty */
+	const char *initrd_path; /* NULL for none */
+	const char *cmdline;	 /* NULL for empty */
 	int console_out_fd;
-	int console_in_fd;        /* -1 for no console input */
+	int console_in_fd; /* -1 for no console input */
 	enum doorbell_mode doorbell;
 	int ndisks;
 	struct machine_disk disk[MACHINE_MAX_DISKS];
 	int nnics;
 	struct machine_nic nic[MACHINE_MAX_NICS];
 	bool rng;
-	int vconsole_out_fd;      /* -1: no virtio-console */
+	int vconsole_out_fd; /* -1: no virtio-console */
 };
 
-enum virtio_kind { VIRTIO_KIND_BLK, VIRTIO_KIND_NET, VIRTIO_KIND_RNG,
-		   VIRTIO_KIND_CONSOLE };
+enum virtio_kind {
+	VIRTIO_KIND_BLK,
+	VIRTIO_KIND_NET,
+	VIRTIO_KIND_RNG,
+	VIRTIO_KIND_CONSOLE
+};
 
 /* One virtio device and its PCI transport. */
 struct machine_virtio {
 	enum virtio_kind kind;
-	void *dev;                /* struct virtio_blk / _net / ... */
+	void *dev; /* struct virtio_blk / _net / ... */
 	struct virtio_pci vp;
 	bool transport_up;
 };
@@ -77,7 +81,7 @@ struct machine {
 	struct doorbell_poller *poller;
 	int nvirtio;
 	struct machine_virtio virtio[MACHINE_MAX_VIRTIO];
-	unsigned int devices_up;  /* bit per device initialised */
+	unsigned int devices_up; /* bit per device initialised */
 	uint32_t entry;
 };
 

@@ -8,8 +8,8 @@
 #define ERR_MSG_MAX 256
 
 struct err {
-	int code;               /* negative errno, 0 when no error */
-	char msg[ERR_MSG_MAX];  /* one line, no trailing newline */
+	int code;	       /* negative errno, 0 when no error */
+	char msg[ERR_MSG_MAX]; /* one line, no trailing newline */
 };
 
 /* Record @code (negative errno) and the formatted message; returns @code. */

@@ -31,7 +31,7 @@ struct virtio_rng {
 	int stop_fd; /* eventfd: worker, stop */
 	pthread_t thread;
 	bool started;
-	bool stop;   /* atomic */
+	bool stop;		    /* atomic */
 	pthread_mutex_t serve_lock; /* one server at a time: kick or worker */
 	bool broken; /* under serve_lock: asked for NEEDS_RESET */
 	struct vq_chain chain;

@@ -25,7 +25,7 @@ static double now(void)
 
 int main(int argc, char **argv)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET };
+	struct sockaddr_in a = {.sin_family = AF_INET};
 	unsigned long echoed = 0;
 	double deadline;
 	char buf[65536];
@@ -46,7 +46,7 @@ int main(int argc, char **argv)
 	printf("ready\n");
 	fflush(stdout);
 	while (now() < deadline) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
+		struct pollfd p = {.fd = fd, .events = POLLIN};
 		struct sockaddr_in from;
 		socklen_t fl = sizeof(from);
 		ssize_t n;
