@@ -108,7 +108,7 @@ bench: deps-test all tools
 	@bench/run.sh
 
 format:
-	clang-format -i $(LIB_SRC) $(MAIN_SRC) $(wildcard src/*/*.h) $(UNIT_SRC)
+	clang-format -i $(LIB_SRC) $(MAIN_SRC) $(wildcard src/*/*.h) $(UNIT_SRC) $(wildcard tests/tools/*.[ch])
 
 clean:
 	rm -rf $(BUILD)

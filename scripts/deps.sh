@@ -4,7 +4,7 @@
 # apt-get; otherwise it prints the exact command and fails.
 set -e
 BUILD_PKGS="gcc make binutils libc6-dev libjansson-dev liburing-dev libsodium-dev pkg-config"
-TEST_PKGS="$BUILD_PKGS libcmocka-dev qemu-system-x86 iproute2 procps netcat-openbsd bc
+TEST_PKGS="$BUILD_PKGS clang-format libcmocka-dev qemu-system-x86 iproute2 procps netcat-openbsd bc
 	cpio lz4 kmod"
 case "$1" in
 build) want="$BUILD_PKGS" ;;

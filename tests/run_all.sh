@@ -27,6 +27,15 @@ for t in build/tests/test_* build/asan/tests/test_*; do
 	record "unit ${t#build/}" $st
 done
 
+# Style: the repository's .clang-format is the rule for C sources.
+log=$(mktemp)
+clang-format --dry-run --Werror src/*/*.c src/*/*.h src/main.c \
+	tests/unit/*.c tests/tools/*.c tests/tools/*.h >"$log" 2>&1
+st=$?
+[ $st = 0 ] || head -20 "$log" | sed 's/^/    /'
+rm -f "$log"
+record "style (clang-format)" $st
+
 tests/integration/run.sh
 st=$?
 while read -r line; do
