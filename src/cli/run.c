@@ -45,7 +45,8 @@ void run_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: dvmm run --kernel FILE [options]\n"
-		"  --kernel FILE       PVH ELF kernel to boot (required)\n"
+		"  --kernel FILE       kernel to boot (required): a PVH ELF\n"
+		"                      (vmlinux, the test guest) or a bzImage\n"
 		"  --cpus N            vCPUs, 1..%d (default 1)\n"
 		"  --memory SIZE       guest RAM, e.g. 512M, 2G (default "
 		"256M)\n"
