@@ -263,6 +263,7 @@ static int node_run(const struct cluster_config *c, const struct node_cli *o)
 		return EXIT_FAILURE_VMM;
 	}
 	z.hooks = (struct run_hooks){.nodes = node0_nodes, .opaque = n};
+	z.ro.mc.ram = cluster_node_ram(n); /* guest RAM through the DSM */
 	if (stop_signals_start(&sigs, node_on_signal, n)) {
 		fprintf(stderr, "dvmm: cannot start the signal thread\n");
 		rc = EXIT_FAILURE_VMM;

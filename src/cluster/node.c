@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster/dsm.h"
 #include "cluster/node.h"
 #include "util/log.h"
 
@@ -37,6 +38,7 @@ struct cluster_node {
 	const struct cluster_config *cfg;
 	int self;
 	struct transport *t;
+	struct dsm *dsm; /* guest RAM, on every node */
 	struct timespec started;
 
 	pthread_mutex_t lock;
@@ -197,6 +199,8 @@ static json_t *own_json(struct cluster_node *n, bool with_stats)
 			json_array_append_new(
 				links, link_json(n, i, peer[i] == PEER_IS_UP));
 	json_object_set_new(o, "transport", links);
+	if (n->dsm)
+		json_object_set_new(o, "dsm", dsm_stats_json(n->dsm));
 	return o;
 }
 
@@ -241,6 +245,8 @@ static void on_msg(void *opaque, int from, uint16_t type, const void *payload,
 	struct cluster_node *n = opaque;
 
 	if (from < 0 || from >= n->cfg->nnodes || from == n->self)
+		return;
+	if (n->dsm && dsm_handle_msg(n->dsm, from, type, payload, len))
 		return;
 	switch (type) {
 	case MSG_SHUTDOWN:
@@ -294,8 +300,10 @@ static json_t *peer_entry(struct cluster_node *n, int i, bool with_stats)
 
 	if (n->stats[i]) {
 		o = json_deep_copy(n->stats[i]);
-		if (!with_stats)
+		if (!with_stats) {
 			json_object_del(o, "transport");
+			json_object_del(o, "dsm");
+		}
 		return o;
 	}
 	o = json_pack("{s:i, s:s, s:s, s:i}", "id", i, "state",
@@ -343,6 +351,7 @@ int cluster_node_create(struct cluster_node **out,
 {
 	struct cluster_node *n = calloc(1, sizeof(*n));
 	struct transport_config tc;
+	struct dsm_config dc;
 	pthread_condattr_t ca;
 	int rc;
 
@@ -358,6 +367,14 @@ int cluster_node_create(struct cluster_node **out,
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&n->cond, &ca);
 	pthread_condattr_destroy(&ca);
+	dc = (struct dsm_config){
+		.self = self, .nnodes = c->nnodes, .size = c->memory};
+	rc = dsm_create(&n->dsm, &dc, e);
+	if (rc) {
+		n->dsm = NULL;
+		cluster_node_destroy(n);
+		return rc;
+	}
 	cluster_config_transport(c, self, &tc);
 	rc = transport_tcp_create(&n->t, &tc, on_msg, on_peer, n, e);
 	if (rc) {
@@ -365,6 +382,7 @@ int cluster_node_create(struct cluster_node **out,
 		cluster_node_destroy(n);
 		return rc;
 	}
+	dsm_attach(n->dsm, n->t);
 	*out = n;
 	return 0;
 }
@@ -373,6 +391,9 @@ int cluster_node_connect(struct cluster_node *n, struct err *e)
 {
 	int rc = transport_start(n->t, e);
 
+	/* the fault thread runs before anything touches guest RAM */
+	if (!rc)
+		rc = dsm_start(n->dsm, e);
 	if (!rc)
 		rc = transport_wait_connected(n->t, e);
 	pthread_mutex_lock(&n->lock);
@@ -493,6 +514,11 @@ int cluster_node_run(struct cluster_node *n, const struct node_vm *vm)
 	return run_peer_node(n);
 }
 
+void *cluster_node_ram(struct cluster_node *n)
+{
+	return dsm_base(n->dsm);
+}
+
 bool cluster_node_signal(struct cluster_node *n, int sig)
 {
 	bool handled = true;
@@ -514,7 +540,9 @@ void cluster_node_destroy(struct cluster_node *n)
 {
 	if (!n)
 		return;
+	/* the VM is gone; peers no longer need our pages once shut down */
 	transport_destroy(n->t);
+	dsm_destroy(n->dsm);
 	for (int i = 0; i < CLUSTER_MAX_NODES; i++)
 		json_decref(n->stats[i]);
 	pthread_cond_destroy(&n->cond);

@@ -46,6 +46,11 @@ int cluster_node_connect(struct cluster_node *n, struct err *e);
  */
 int cluster_node_run(struct cluster_node *n, const struct node_vm *vm);
 /*
+ * The VM's guest RAM (config memory bytes), kept coherent across the nodes
+ * by the DSM created with the node; valid until cluster_node_destroy.
+ */
+void *cluster_node_ram(struct cluster_node *n);
+/*
  * A stop signal arrived. Returns false while the node is still connecting
  * (the caller then simply exits: there is nothing to stop yet).
  */

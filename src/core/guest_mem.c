@@ -43,6 +43,7 @@ int guest_mem_alloc(struct guest_mem *m, uint64_t ram_size)
 	if (p == MAP_FAILED)
 		return -errno;
 	m->base = p;
+	m->owned = 1;
 	for (int i = 0; i < m->nregions; i++) {
 		m->region[i].hva = m->base + off;
 		off += m->region[i].size;
@@ -51,9 +52,26 @@ int guest_mem_alloc(struct guest_mem *m, uint64_t ram_size)
 	return 0;
 }
 
+int guest_mem_use(struct guest_mem *m, uint8_t *base, uint64_t ram_size)
+{
+	uint64_t off = 0;
+	int rc = guest_mem_layout(m, ram_size);
+
+	if (rc)
+		return rc;
+	if (!base)
+		return -EINVAL;
+	m->base = base;
+	for (int i = 0; i < m->nregions; i++) {
+		m->region[i].hva = m->base + off;
+		off += m->region[i].size;
+	}
+	return 0;
+}
+
 void guest_mem_free(struct guest_mem *m)
 {
-	if (m->base)
+	if (m->base && m->owned)
 		munmap(m->base, m->ram_size);
 	memset(m, 0, sizeof(*m));
 }

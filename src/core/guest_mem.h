@@ -26,12 +26,18 @@ struct guest_mem {
 	int nregions;
 	uint64_t ram_size; /* total bytes of RAM */
 	uint8_t *base;	   /* the single host mapping backing all regions */
+	int owned;	   /* base was mapped here (guest_mem_free unmaps) */
 };
 
 /* Split @ram_size into regions around the MMIO hole; no allocation. */
 int guest_mem_layout(struct guest_mem *m, uint64_t ram_size);
 /* Lay out and map @ram_size bytes; -ENOMEM with a clear cause when not. */
 int guest_mem_alloc(struct guest_mem *m, uint64_t ram_size);
+/*
+ * Lay out @ram_size bytes over @base, a mapping the caller keeps (e.g. the
+ * DSM's): guest_mem_free then leaves it alone.
+ */
+int guest_mem_use(struct guest_mem *m, uint8_t *base, uint64_t ram_size);
 void guest_mem_free(struct guest_mem *m);
 
 /* Host pointer for [gpa, gpa+len) if it lies inside one RAM region. */

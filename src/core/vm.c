@@ -90,9 +90,11 @@ static int vm_ioctl(struct vm *vm, unsigned long req, unsigned long arg,
 	return 0;
 }
 
-static int setup_memory(struct vm *vm, uint64_t ram_size, struct err *e)
+static int setup_memory(struct vm *vm, uint64_t ram_size, uint8_t *ram,
+			struct err *e)
 {
-	int rc = guest_mem_alloc(&vm->mem, ram_size);
+	int rc = ram ? guest_mem_use(&vm->mem, ram, ram_size) :
+		       guest_mem_alloc(&vm->mem, ram_size);
 
 	if (rc)
 		return err_set(
@@ -253,7 +255,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct err *e)
 	if (vm->vm_fd < 0)
 		return err_set(e, -errno, "KVM_CREATE_VM failed: %s",
 			       strerror(errno));
-	rc = setup_memory(vm, cfg->ram_size, e);
+	rc = setup_memory(vm, cfg->ram_size, cfg->ram, e);
 	if (!rc)
 		rc = setup_irqchip(vm, e);
 	if (!rc)

@@ -81,6 +81,7 @@ struct vm_config {
 	const char *kvm_path;
 	uint64_t ram_size;
 	int ncpus;
+	uint8_t *ram; /* ram_size bytes the caller keeps; NULL: allocate */
 };
 
 struct vm {

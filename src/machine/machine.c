@@ -398,7 +398,8 @@ int machine_create(struct machine *pc, const struct machine_config *cfg,
 {
 	struct vm_config vcfg = {.kvm_path = cfg->kvm_path,
 				 .ram_size = cfg->ram_size,
-				 .ncpus = cfg->ncpus};
+				 .ncpus = cfg->ncpus,
+				 .ram = cfg->ram};
 	int rc;
 
 	memset(pc, 0, sizeof(*pc));

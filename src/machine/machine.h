@@ -33,6 +33,8 @@ struct machine_nic {
 struct machine_config {
 	const char *kvm_path;
 	uint64_t ram_size;
+	uint8_t *ram; /* ram_size bytes kept by the caller (a cluster's DSM);
+			NULL: the VM allocates its own */
 	int ncpus;
 	const char *kernel_path;
 	const char *initrd_path; /* NULL for none */

@@ -46,6 +46,42 @@ cluster_boot() {
 	cluster_gone "$pid"
 }
 
+# Guest RAM through the DSM: every page the guest, the loader and the tests
+# touch (half of them homed on node 1) crosses the cluster transport.
+t_cluster_dsm_tests() {
+	cluster_env
+	start_dvmm_bg "$TMP/out" run --nodes 2 --cpus 2 --memory 64M \
+		--kernel "$GUEST" \
+		--cmdline "tests=boot,acpi,smp,timer,ipi,mem cpus=2"
+	pid=$BGPID
+	wait_exit "$pid" 120 || return 1
+	expect_rc 0 &&
+		expect_passes "$TMP/out" boot acpi smp timer ipi mem ||
+		return 1
+	cluster_gone "$pid"
+}
+
+# node_dsm FILE K : node K's "dsm" object of a ctl stats answer.
+node_dsm() {
+	sed -n '/"nodes"/,$p' "$1" | sed -n "/\"id\": $2,/,\$p" |
+		sed -n '/"dsm"/,/"fault_latency"/p'
+}
+
+# ctl stats shows each node's DSM counters: node 0 faults, node 1 serves.
+t_cluster_dsm_stats() {
+	sock=$TMP/api.sock
+	start_idle_cluster 2 --api "$sock" || return 1
+	"$DVMM" ctl "$sock" stats >"$TMP/st" || fail "stats failed" ||
+		return 1
+	node_dsm "$TMP/st" 0 | grep -Eq '"(read|write)": [1-9]' ||
+		fail "no DSM faults on node 0: $(cat "$TMP/st")" || return 1
+	node_dsm "$TMP/st" 1 | grep -q '"msgs_sent": [1-9]' ||
+		fail "node 1 sent no DSM messages: $(cat "$TMP/st")" ||
+		return 1
+	"$DVMM" ctl "$sock" stop >/dev/null || fail "stop failed" || return 1
+	wait_exit "$pid" 20 && expect_rc 0 && cluster_gone "$pid"
+}
+
 t_cluster_2nodes() { cluster_boot 2 no; }
 t_cluster_3nodes() { cluster_boot 3 no; }
 t_cluster_2nodes_netns() { cluster_boot 2 yes; }
