@@ -50,6 +50,7 @@ struct node {
 	int arrived[64]; /* node 0: arrivals per phase % 64 */
 	int released;	 /* last phase released */
 	bool down;
+	bool coord_down; /* node 0, which runs the barriers, is gone */
 	char why[160];
 	tool_extra_fn extra; /* OP_PING / OP_PONG handling */
 	void *extra_opaque;
@@ -100,6 +101,8 @@ static inline void tool_on_peer(void *opaque, int node, enum peer_event ev,
 		snprintf(n->why, sizeof(n->why), "peer %d down: %s", node,
 			 why ? why : "");
 	n->down = true;
+	if (node == 0)
+		n->coord_down = true;
 	pthread_cond_broadcast(&n->cond);
 	pthread_mutex_unlock(&n->lock);
 }
@@ -121,9 +124,14 @@ static inline int tool_barrier(struct node *n, int phase)
 			rc = transport_send(n->t, i, MSG_DSM_TOOL, &m,
 					    sizeof(m));
 	} else {
+		/*
+		 * Only node 0 decides: another peer may finish and leave
+		 * before node 0's release reaches us on another connection,
+		 * and node 0 does not release a barrier a dead peer missed.
+		 */
 		m.op = OP_ARRIVE;
 		rc = transport_send(n->t, 0, MSG_DSM_TOOL, &m, sizeof(m));
-		while (!rc && n->released < phase && !n->down)
+		while (!rc && n->released < phase && !n->coord_down)
 			pthread_cond_wait(&n->cond, &n->lock);
 		rc = rc || n->released < phase ? -1 : 0;
 	}
