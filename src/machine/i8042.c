@@ -137,14 +137,15 @@ static void i8042_reset_cpu(struct i8042 *k)
 	vm_request_stop(k->lc, VM_STOP_RESET, 0);
 }
 
-/* Both ports are one byte wide; the registry only passes offset 0. */
-static void i8042_data_io(void *opaque, uint64_t offset, uint8_t *data,
-			  uint32_t len, bool is_write, int vcpu_id)
+/*
+ * One access to port 0x60 (@cmd_port false) or 0x64 (true). Both ports
+ * are one byte wide; the registry only passes offset 0.
+ */
+static void i8042_io(struct i8042 *k, bool cmd_port, uint64_t offset,
+		     uint8_t *data, uint32_t len, bool is_write)
 {
-	struct i8042 *k = opaque;
 	bool reset = false;
 
-	(void)vcpu_id;
 	if (offset != 0 || len != 1) {
 		if (!is_write)
 			memset(data, 0xff, len);
@@ -152,34 +153,27 @@ static void i8042_data_io(void *opaque, uint64_t offset, uint8_t *data,
 	}
 	pthread_mutex_lock(&k->lock);
 	if (is_write)
-		reset = i8042_write_data(k, data[0]);
+		reset = cmd_port ? i8042_command(k, data[0]) :
+				   i8042_write_data(k, data[0]);
 	else
-		data[0] = i8042_read_data(k);
+		data[0] = cmd_port ? i8042_status(k) : i8042_read_data(k);
 	pthread_mutex_unlock(&k->lock);
 	if (reset)
 		i8042_reset_cpu(k);
 }
 
+static void i8042_data_io(void *opaque, uint64_t offset, uint8_t *data,
+			  uint32_t len, bool is_write, int vcpu_id)
+{
+	(void)vcpu_id;
+	i8042_io(opaque, false, offset, data, len, is_write);
+}
+
 static void i8042_cmd_io(void *opaque, uint64_t offset, uint8_t *data,
 			 uint32_t len, bool is_write, int vcpu_id)
 {
-	struct i8042 *k = opaque;
-	bool reset = false;
-
 	(void)vcpu_id;
-	if (offset != 0 || len != 1) {
-		if (!is_write)
-			memset(data, 0xff, len);
-		return;
-	}
-	pthread_mutex_lock(&k->lock);
-	if (is_write)
-		reset = i8042_command(k, data[0]);
-	else
-		data[0] = i8042_status(k);
-	pthread_mutex_unlock(&k->lock);
-	if (reset)
-		i8042_reset_cpu(k);
+	i8042_io(opaque, true, offset, data, len, is_write);
 }
 
 int i8042_init(struct i8042 *k, struct io_registry *io,

@@ -138,9 +138,14 @@ static int prefix_error_path(struct err *e, const char *what, const char *path)
 	return err_set(e, e->code, "%s %s: %s", what, path, msg);
 }
 
+/* Where a boot path puts an initrd of @len bytes; fills *gpa. */
+typedef int (*initrd_place_fn)(struct machine *pc, const void *kernel,
+			       uint64_t len, uint64_t *gpa, struct err *e);
+
+/* Read --initrd, place it with @place, copy it into guest RAM. */
 static int load_initrd(struct machine *pc, const struct machine_config *cfg,
-		       const struct pvh_kernel *k, struct pvh_boot_args *args,
-		       struct err *e)
+		       initrd_place_fn place, const void *kernel, uint64_t *gpa,
+		       uint64_t *size, struct err *e)
 {
 	uint8_t *img;
 	size_t len;
@@ -149,15 +154,22 @@ static int load_initrd(struct machine *pc, const struct machine_config *cfg,
 	rc = read_whole_file(cfg->initrd_path, &img, &len, e);
 	if (rc)
 		return prefix_error(e, "initrd");
-	rc = pvh_place_initrd(&pc->vm.mem, k, len, &args->initrd_gpa, e);
-	if (!rc)
-		rc = guest_mem_write(&pc->vm.mem, args->initrd_gpa, img, len);
+	rc = place(pc, kernel, len, gpa, e);
+	if (rc)
+		rc = prefix_error_path(e, "initrd", cfg->initrd_path);
+	else if (guest_mem_write(&pc->vm.mem, *gpa, img, len))
+		rc = err_set(e, -ERANGE,
+			     "initrd %s: cannot copy into guest RAM",
+			     cfg->initrd_path);
 	free(img);
-	if (rc && e->code == 0)
-		return err_set(e, rc, "initrd %s: cannot copy into guest RAM",
-			       cfg->initrd_path);
-	args->initrd_size = len;
+	*size = rc ? 0 : len;
 	return rc;
+}
+
+static int place_pvh_initrd(struct machine *pc, const void *kernel,
+			    uint64_t len, uint64_t *gpa, struct err *e)
+{
+	return pvh_place_initrd(&pc->vm.mem, kernel, len, gpa, e);
 }
 
 /* An ELF kernel with a PVH note: 32-bit entry, %ebx = hvm_start_info. */
@@ -176,7 +188,8 @@ static int boot_pvh(struct machine *pc, const struct machine_config *cfg,
 	if (rc)
 		return prefix_error_path(e, "kernel", cfg->kernel_path);
 	if (cfg->initrd_path)
-		rc = load_initrd(pc, cfg, &k, &args, e);
+		rc = load_initrd(pc, cfg, place_pvh_initrd, &k,
+				 &args.initrd_gpa, &args.initrd_size, e);
 	if (!rc)
 		rc = pvh_write_start_info(&pc->vm.mem, &args, e);
 	if (rc)
@@ -187,30 +200,20 @@ static int boot_pvh(struct machine *pc, const struct machine_config *cfg,
 	return vm_set_boot_regs(&pc->vm, &boot, e);
 }
 
-/* The initrd for a bzImage, as high as the kernel allows. */
-static int load_bz_initrd(struct machine *pc, const struct machine_config *cfg,
-			  const struct bzimage *bz,
-			  struct bzimage_boot_args *args, struct err *e)
-{
-	uint8_t *img;
-	size_t len;
-	int rc;
+/* A bzImage's initrd goes as high as the kernel allows, above its image. */
+struct bz_loaded {
+	const struct bzimage *bz;
+	uint64_t kernel_gpa;
+};
 
-	rc = read_whole_file(cfg->initrd_path, &img, &len, e);
-	if (rc)
-		return prefix_error(e, "initrd");
-	rc = bzimage_place_initrd(&pc->vm.mem, bz,
-				  args->kernel_gpa + bz->init_size, len,
-				  &args->initrd_gpa, e);
-	if (rc)
-		rc = prefix_error_path(e, "initrd", cfg->initrd_path);
-	else if (guest_mem_write(&pc->vm.mem, args->initrd_gpa, img, len))
-		rc = err_set(e, -ERANGE,
-			     "initrd %s: cannot copy into guest RAM",
-			     cfg->initrd_path);
-	free(img);
-	args->initrd_size = rc ? 0 : len;
-	return rc;
+static int place_bz_initrd(struct machine *pc, const void *kernel, uint64_t len,
+			   uint64_t *gpa, struct err *e)
+{
+	const struct bz_loaded *k = kernel;
+
+	return bzimage_place_initrd(&pc->vm.mem, k->bz,
+				    k->kernel_gpa + k->bz->init_size, len, gpa,
+				    e);
 }
 
 /* A bzImage: 64-bit boot protocol, long mode, %rsi = boot_params. */
@@ -231,8 +234,12 @@ static int boot_bzimage(struct machine *pc, const struct machine_config *cfg,
 		rc = bzimage_load(&pc->vm.mem, img, &bz, args.kernel_gpa, e);
 	if (rc)
 		return prefix_error_path(e, "kernel", cfg->kernel_path);
-	if (cfg->initrd_path)
-		rc = load_bz_initrd(pc, cfg, &bz, &args, e);
+	if (cfg->initrd_path) {
+		struct bz_loaded k = {.bz = &bz, .kernel_gpa = args.kernel_gpa};
+
+		rc = load_initrd(pc, cfg, place_bz_initrd, &k, &args.initrd_gpa,
+				 &args.initrd_size, e);
+	}
 	if (!rc)
 		rc = bzimage_write_boot_params(&pc->vm.mem, img, &bz, &args, e);
 	if (!rc)
