@@ -338,6 +338,10 @@ static const struct test {
 	{ "blkbench", test_blkbench },
 	{ "netbench", test_netbench },
 	{ "kickbench", test_kickbench },
+	{ "coherence", test_coherence },
+	{ "pingpong", test_pingpong },
+	{ "private", test_private },
+	{ "spread", test_spread },
 };
 
 void user_main(u64 cpu)

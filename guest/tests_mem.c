@@ -104,6 +104,25 @@ static void build_ranges(void)
 		total += ranges[i].end - ranges[i].start;
 }
 
+/*
+ * A free block of len bytes (page-aligned) at the top of the highest free
+ * range that holds it, or 0. Free as for the mem test: RAM above 1 MiB
+ * outside the guest image, the start info and the ACPI tables, so nothing
+ * but the caller (and a later or earlier mem test) touches it.
+ */
+u64 free_ram_block(u64 len)
+{
+	u64 best = 0;
+
+	len = (len + PAGE - 1) & ~(PAGE - 1);
+	build_ranges();
+	for (int i = 0; i < nranges; i++)
+		if (ranges[i].end - ranges[i].start >= len &&
+		    ranges[i].end - len > best)
+			best = ranges[i].end - len;
+	return best;
+}
+
 static inline u64 pattern(u64 addr)
 {
 	return addr * 0x9e3779b97f4a7c15ULL ^ 0xa5a5a5a5a5a5a5a5ULL;

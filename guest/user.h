@@ -67,6 +67,8 @@ bool test_ipi(char *msg);
 bool test_syscall(char *msg);
 bool test_tsc(char *msg);
 bool test_mem(char *msg);
+/* tests_mem.c: a free RAM block of len bytes nothing else uses, or 0 */
+u64 free_ram_block(u64 len);
 bool test_selftest_fail(char *msg);
 bool test_fault_user(char *msg);
 bool test_fault_kernel(char *msg);
@@ -83,6 +85,10 @@ bool test_blk(char *msg);		/* tests_blk.c */
 bool test_blkbench(char *msg);
 bool test_net(char *msg);		/* tests_net.c */
 bool test_netbench(char *msg);
+bool test_coherence(char *msg);		/* tests_cluster.c */
+bool test_pingpong(char *msg);
+bool test_private(char *msg);
+bool test_spread(char *msg);
 
 #define FAIL(...) (snprintf(msg, MSG_LEN, __VA_ARGS__), false)
 

@@ -32,6 +32,7 @@
 #include "cli/run.h"
 #include "cluster/config.h"
 #include "cluster/node.h"
+#include "cluster/vmlink.h"
 #include "util/log.h"
 #include "util/parse.h"
 
@@ -179,6 +180,118 @@ static json_t *node0_nodes(void *opaque, bool with_stats)
 	return cluster_node_nodes_json(opaque, with_stats);
 }
 
+#define PEERS_READY_MS 30000
+
+/* The machine is built: link it to the other nodes' parts. */
+static int node_machine_created(void *opaque, struct machine *pc,
+				struct err *e)
+{
+	struct vmlink *l = cluster_node_vmlink(opaque);
+
+	vmlink_attach(l, pc);
+	return vmlink_wait_ready(l, PEERS_READY_MS, e);
+}
+
+static void node_machine_destroying(void *opaque, struct machine *pc)
+{
+	(void)pc;
+	vmlink_detach(cluster_node_vmlink(opaque));
+}
+
+/* ---- the other nodes' part of the VM: their vCPUs and devices ---- */
+
+struct peer_vm {
+	struct cluster_node *n;
+	struct machine_config mc;
+	struct machine *pc;
+	pthread_mutex_t lock;
+	bool stop, up;
+	struct node_vm vm;
+};
+
+static int peer_vm_run(void *opaque)
+{
+	struct peer_vm *p = opaque;
+	struct vmlink *l = cluster_node_vmlink(p->n);
+	struct err e = {0};
+	int code = 0;
+
+	if (machine_create(p->pc, &p->mc, NULL, &e)) {
+		fprintf(stderr, "dvmm: %s\n", e.msg);
+		machine_destroy(p->pc, NULL);
+		return EXIT_FAILURE_VMM;
+	}
+	vmlink_attach(l, p->pc);
+	vmlink_send_ready(l);
+	if (machine_start(p->pc, &e)) {
+		fprintf(stderr, "dvmm: %s\n", e.msg);
+		code = EXIT_FAILURE_VMM;
+	} else {
+		pthread_mutex_lock(&p->lock);
+		p->up = true;
+		if (p->stop)
+			vm_stop(&p->pc->vm, VM_STOP_POWEROFF, 0);
+		pthread_mutex_unlock(&p->lock);
+		if (vm_wait(&p->pc->vm, &code) == VM_STOP_POWEROFF)
+			code = 0;
+	}
+	pthread_mutex_lock(&p->lock);
+	p->up = false;
+	pthread_mutex_unlock(&p->lock);
+	vmlink_detach(l);
+	machine_destroy(p->pc, NULL);
+	return code;
+}
+
+static void peer_vm_stop(void *opaque, enum vm_stop_reason reason, int code)
+{
+	struct peer_vm *p = opaque;
+
+	pthread_mutex_lock(&p->lock);
+	p->stop = true;
+	if (p->up)
+		vm_stop(&p->pc->vm, reason, code);
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* A peer's machine: the cluster's, minus what lives on node 0. */
+static int peer_prepare(struct peer_vm *p, const struct cluster_config *c,
+			const struct node_cli *o)
+{
+	const char *vcon = cluster_config_vconsole(c);
+	int homes[MACHINE_MAX_VIRTIO];
+	int n = cluster_config_virtio_homes(c, homes);
+
+	memset(p, 0, sizeof(*p));
+	pthread_mutex_init(&p->lock, NULL);
+	cluster_config_machine(c, &p->mc);
+	p->mc.kvm_path = o->kvm;
+	/* the vconsole is the last device in machine order */
+	if (vcon && n > 0 && homes[n - 1] == o->id) {
+		p->mc.vconsole_out_fd = open(
+			vcon, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (p->mc.vconsole_out_fd < 0) {
+			fprintf(stderr, "dvmm: virtio-console file %s: %s\n",
+				vcon, strerror(errno));
+			return -EXIT_FAILURE_VMM;
+		}
+	}
+	p->pc = calloc(1, sizeof(*p->pc));
+	if (!p->pc)
+		return -EXIT_FAILURE_VMM;
+	p->vm = (struct node_vm){
+		.run = peer_vm_run, .stop = peer_vm_stop, .opaque = p};
+	return 0;
+}
+
+static void peer_free(struct peer_vm *p)
+{
+	if (p->mc.vconsole_out_fd >= 0)
+		close(p->mc.vconsole_out_fd);
+	free(p->pc);
+	pthread_mutex_destroy(&p->lock);
+}
+
 /* Everything node 0 needs before it connects; 0 or -exit_status. */
 static int node0_prepare(struct node0 *z, const struct cluster_config *c,
 			 const struct node_cli *o)
@@ -227,7 +340,8 @@ static void node_on_signal(void *opaque, int sig)
 }
 
 /* Connect and run; the node and its signal watcher are up. */
-static int node_connect_and_run(struct cluster_node *n, int id, struct node0 *z)
+static int node_connect_and_run(struct cluster_node *n, int id, struct node0 *z,
+				struct peer_vm *p)
 {
 	struct err e = {0};
 
@@ -236,7 +350,7 @@ static int node_connect_and_run(struct cluster_node *n, int id, struct node0 *z)
 		return EXIT_FAILURE_VMM;
 	}
 	pr_info("node %d: every node is connected", id);
-	return cluster_node_run(n, id == 0 ? &z->vm : NULL);
+	return cluster_node_run(n, id == 0 ? &z->vm : &p->vm);
 }
 
 static int node_run(const struct cluster_config *c, const struct node_cli *o)
@@ -245,6 +359,8 @@ static int node_run(const struct cluster_config *c, const struct node_cli *o)
 	struct cluster_node *n;
 	struct err e = {0};
 	struct node0 z = {0};
+	struct peer_vm p = {.mc.vconsole_out_fd = -1};
+	struct machine_cluster mcl;
 	int rc;
 
 	if (o->id >= c->nnodes) {
@@ -252,27 +368,39 @@ static int node_run(const struct cluster_config *c, const struct node_cli *o)
 			o->cluster, c->nnodes - 1);
 		return EXIT_USAGE;
 	}
-	rc = o->id == 0 ? node0_prepare(&z, c, o) : 0;
+	rc = o->id == 0 ? node0_prepare(&z, c, o) : peer_prepare(&p, c, o);
 	if (rc < 0) {
 		node0_free(&z);
+		peer_free(&p);
 		return -rc;
 	}
 	if (cluster_node_create(&n, c, o->id, &e)) {
 		fprintf(stderr, "dvmm: node %d: %s\n", o->id, e.msg);
 		node0_free(&z);
+		peer_free(&p);
 		return EXIT_FAILURE_VMM;
 	}
-	z.hooks = (struct run_hooks){.nodes = node0_nodes, .opaque = n};
+	vmlink_machine_cluster(cluster_node_vmlink(n), &mcl);
+	z.hooks = (struct run_hooks){.nodes = node0_nodes,
+				     .created = node_machine_created,
+				     .destroying = node_machine_destroying,
+				     .opaque = n};
 	z.ro.mc.ram = cluster_node_ram(n); /* guest RAM through the DSM */
+	z.ro.mc.cluster = &mcl;
+	p.n = n;
+	p.mc.ram = cluster_node_ram(n);
+	p.mc.cluster = &mcl;
 	if (stop_signals_start(&sigs, node_on_signal, n)) {
 		fprintf(stderr, "dvmm: cannot start the signal thread\n");
 		rc = EXIT_FAILURE_VMM;
 	} else {
-		rc = node_connect_and_run(n, o->id, &z);
+		rc = node_connect_and_run(n, o->id, &z, &p);
 		stop_signals_end(&sigs);
 	}
 	cluster_node_destroy(n);
 	node0_free(&z);
+	if (o->id != 0)
+		peer_free(&p);
 	return rc;
 }
 

@@ -70,6 +70,9 @@ void run_usage(FILE *f)
 		"  --netns             with --nodes: each node in its own "
 		"network namespace\n"
 		"                      (needs root)\n"
+		"  --irqchip kernel|user   interrupt controllers in KVM or in "
+		"dvmm (default\n"
+		"                      kernel on one node, user on several)\n"
 		"  -v, --verbose       more log lines (repeat for debug)\n",
 		VM_MAX_CPUS, CLUSTER_MAX_NODES);
 }
@@ -130,6 +133,7 @@ enum {
 	OPT_DOORBELL,
 	OPT_NODES,
 	OPT_NETNS,
+	OPT_IRQCHIP,
 	OPT_HELP,
 };
 
@@ -149,6 +153,7 @@ static const struct option run_long_opts[] = {
 	{"doorbell", required_argument, NULL, OPT_DOORBELL},
 	{"nodes", required_argument, NULL, OPT_NODES},
 	{"netns", no_argument, NULL, OPT_NETNS},
+	{"irqchip", required_argument, NULL, OPT_IRQCHIP},
 	{"verbose", no_argument, NULL, 'v'},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
@@ -309,6 +314,14 @@ static int set_device_option(int c, char *arg, struct run_options *o)
 	case OPT_NETNS:
 		o->netns = true;
 		return 0;
+	case OPT_IRQCHIP:
+		if (strcmp(arg, "kernel") && strcmp(arg, "user"))
+			return usage_error("--irqchip '%s' must be kernel or "
+					   "user",
+					   arg);
+		o->mc.user_irqchip = strcmp(arg, "user") == 0;
+		o->irqchip_set = true;
+		return 0;
 	default:
 		return 1;
 	}
@@ -322,6 +335,9 @@ static int check_run_options(int argc, char **argv, struct run_options *o)
 		return usage_error("%s", "missing --kernel FILE");
 	if (o->netns && !o->nodes)
 		return usage_error("%s", "--netns needs --nodes N");
+	if (o->nodes && o->irqchip_set && !o->mc.user_irqchip)
+		return usage_error("%s", "a VM over several nodes needs "
+					 "--irqchip user (its default)");
 	return 0;
 }
 
@@ -643,9 +659,19 @@ static int boot_once(struct runner *r, struct machine *pc,
 	struct err e = {0};
 	int code;
 
-	if (machine_create(pc, &r->opt->mc, keep, &e) ||
-	    machine_start(pc, &e)) {
+	const struct run_hooks *h = r->hooks;
+	bool created = false;
+
+	if (!machine_create(pc, &r->opt->mc, keep, &e)) {
+		created = true;
+		if (h && h->created && h->created(h->opaque, pc, &e) &&
+		    !e.code)
+			err_set(&e, -EIO, "cannot join the other nodes");
+	}
+	if (e.code || machine_start(pc, &e)) {
 		fprintf(stderr, "dvmm: %s\n", e.msg);
+		if (created && h && h->destroying)
+			h->destroying(h->opaque, pc);
 		machine_destroy(pc, NULL);
 		*status = EXIT_FAILURE_VMM;
 		return -1;
@@ -659,8 +685,16 @@ static int boot_once(struct runner *r, struct machine *pc,
 	pthread_mutex_lock(&r->lock);
 	r->pc = NULL;
 	pthread_mutex_unlock(&r->lock);
+	if (h && h->destroying)
+		h->destroying(h->opaque, pc);
 	machine_destroy(pc, keep);
 	*status = exit_status(reason, code);
+	if (reason == VM_STOP_RESET && h && h->created) {
+		pr_warn("guest reset: a VM spread over nodes does not reboot; "
+			"ending it");
+		*status = 0;
+		return VM_STOP_POWEROFF;
+	}
 	return (int)reason;
 }
 

@@ -24,12 +24,21 @@ struct run_options {
 	const char *vconsole; /* file:PATH or NULL */
 	int nodes;	      /* --nodes N; 0 runs the VM in this process */
 	bool netns;	      /* --netns: one network namespace per node */
+	bool irqchip_set;     /* --irqchip given */
 };
 
 /* What a cluster adds to the control socket's status and stats. */
 struct run_hooks {
 	/* A new JSON array describing every node, or NULL. */
 	json_t *(*nodes)(void *opaque, bool with_stats);
+	/*
+	 * The machine is built and its vCPUs not yet started: connect it
+	 * to the other nodes and wait for theirs (0, or e says why not).
+	 * A cluster does not reboot: a guest reset ends the VM.
+	 */
+	int (*created)(void *opaque, struct machine *pc, struct err *e);
+	/* The machine is about to be torn down. */
+	void (*destroying)(void *opaque, struct machine *pc);
 	void *opaque;
 };
 

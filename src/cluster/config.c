@@ -1,9 +1,9 @@
 /*
  * cluster/config.c - load, validate and save the cluster file (jansson).
  * Every problem is reported as "FILE:FIELD: what is wrong", e.g.
- * "c.json:nodes[1].port: 70000 is not a port (1-65535)". Until distributed
- * memory and remote devices exist, a file that puts a vCPU or a device on a
- * node other than 0 is refused rather than quietly run on node 0.
+ * "c.json:nodes[1].port: 70000 is not a port (1-65535)". vCPUs and devices
+ * may live on any node, except that vCPU 0 (the boot vCPU, which shares
+ * node 0 with the legacy devices and the kernel) must be on node 0.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -369,10 +369,9 @@ static int parse_vcpus(const struct where *w, json_t *root,
 		if (node < 0 || node >= c->nnodes)
 			return bad(w, field, "node %lld is not in nodes",
 				   (long long)node);
-		if (node != 0)
+		if (i == 0 && node != 0)
 			return bad(w, field,
-				   "vCPUs on node %lld need distributed memory "
-				   "(not yet supported)",
+				   "the boot vCPU must be on node 0, not %lld",
 				   (long long)node);
 		c->vcpu_node[i] = (int)node;
 	}
@@ -510,11 +509,6 @@ static int parse_device(const struct where *w, json_t *d, int i,
 	rc = get_int(w, d, "node", field, 0, c->nnodes - 1, &node);
 	if (rc)
 		return rc;
-	if (node != 0)
-		return bad(w, field,
-			   "devices on node %ld need remote device access "
-			   "(not yet supported)",
-			   node);
 	dev->node = (int)node;
 	if (dev->type == CLUSTER_DEV_DISK)
 		return parse_disk(w, d, prefix, dev);
@@ -839,6 +833,33 @@ void cluster_config_machine(const struct cluster_config *c,
 	mc->vconsole_out_fd = -1;
 	for (int i = 0; i < c->ndevices; i++)
 		add_device(&c->dev[i], mc);
+}
+
+/* Machine order: disks, nics, rng, vconsole (see machine.c). */
+static const enum cluster_dev_type machine_order[] = {
+	CLUSTER_DEV_DISK, CLUSTER_DEV_NET, CLUSTER_DEV_RNG,
+	CLUSTER_DEV_VCONSOLE};
+
+int cluster_config_virtio_homes(const struct cluster_config *c, int *homes)
+{
+	int n = 0;
+
+	for (size_t t = 0; t < sizeof(machine_order) / sizeof(*machine_order);
+	     t++)
+		for (int i = 0; i < c->ndevices; i++)
+			if (c->dev[i].type == machine_order[t])
+				homes[n++] = c->dev[i].node;
+	return n;
+}
+
+uint64_t cluster_config_local_cpus(const struct cluster_config *c, int self)
+{
+	uint64_t m = 0;
+
+	for (int i = 0; i < c->ncpus; i++)
+		if (c->vcpu_node[i] == self)
+			m |= 1ULL << i;
+	return m;
 }
 
 const char *cluster_config_vconsole(const struct cluster_config *c)

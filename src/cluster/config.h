@@ -77,6 +77,10 @@ void cluster_config_machine(const struct cluster_config *c,
 /* The transport configuration of node @self. */
 void cluster_config_transport(const struct cluster_config *c, int self,
 			      struct transport_config *tc);
+/* Home node of each virtio device in machine order; returns how many. */
+int cluster_config_virtio_homes(const struct cluster_config *c, int *homes);
+/* The vCPUs node @self runs, a bit per vCPU id. */
+uint64_t cluster_config_local_cpus(const struct cluster_config *c, int self);
 /* The vconsole device's output path, or NULL. */
 const char *cluster_config_vconsole(const struct cluster_config *c);
 

@@ -63,6 +63,7 @@ struct dsm {
 	struct dsm_dir *dir;	 /* [nhome]: by dsm_home_index() */
 	uint8_t **saved;	 /* same index: data kept for a grant */
 	uint64_t *t_fault;	 /* [npages]: when the request went out */
+	uint32_t *events;	 /* [npages]: faults, invalidations, serves */
 	struct local_msg *lhead, *ltail;
 	uint8_t *bounce; /* page-aligned: UFFDIO_COPY source */
 	uint8_t *zero;	 /* page-aligned zeroes */
@@ -320,6 +321,11 @@ static int do_out(struct dsm *d, uint64_t page, const struct dsm_out *o,
 
 static void count_recv(struct dsm *d, const struct dsm_pmsg *m)
 {
+	if (m->page < d->npages &&
+	    (m->kind == DSM_FETCH_INV || m->kind == DSM_FETCH_DOWN ||
+	     ((m->kind == DSM_REQ_READ || m->kind == DSM_REQ_WRITE) &&
+	      m->from != d->self)))
+		d->events[m->page]++;
 	if (m->kind == DSM_FETCH_INV)
 		d->st.inval_recv++;
 	if (m->kind == DSM_FETCH_DOWN)
@@ -431,6 +437,7 @@ static void on_fault(struct dsm *d, const struct uffd_msg *msg)
 	if (addr < (uint64_t)(uintptr_t)d->base || page >= d->npages)
 		return;
 	pthread_mutex_lock(&d->lock);
+	d->events[page]++;
 	if (fl & UFFD_PAGEFAULT_FLAG_WP)
 		d->st.fault_wp++;
 	else if (write)
@@ -532,13 +539,14 @@ static int alloc_tables(struct dsm *d, struct err *e)
 
 	d->cache = calloc(d->npages, sizeof(*d->cache));
 	d->t_fault = calloc(d->npages, sizeof(*d->t_fault));
+	d->events = calloc(d->npages, sizeof(*d->events));
 	d->dir = calloc(nhome, sizeof(*d->dir));
 	d->saved = calloc(nhome, sizeof(*d->saved));
 	d->bounce = aligned_alloc(PG, PG);
 	d->zero = aligned_alloc(PG, PG);
 	d->copy = malloc(PG);
 	d->wire = malloc(WIRE_HDR + PG);
-	if (!d->cache || !d->t_fault || !d->dir || !d->saved || !d->bounce ||
+	if (!d->cache || !d->t_fault || !d->events || !d->dir || !d->saved || !d->bounce ||
 	    !d->zero || !d->copy || !d->wire)
 		return err_set(e, -ENOMEM, "dsm: out of memory for %lu pages",
 			       (unsigned long)d->npages);
@@ -624,6 +632,17 @@ void dsm_get_stats(struct dsm *d, struct dsm_stats *out)
 	pthread_mutex_unlock(&d->lock);
 }
 
+uint64_t dsm_page_events(struct dsm *d, uint64_t first, uint64_t n)
+{
+	uint64_t sum = 0;
+
+	pthread_mutex_lock(&d->lock);
+	for (uint64_t p = first; p < d->npages && p - first < n; p++)
+		sum += d->events[p];
+	pthread_mutex_unlock(&d->lock);
+	return sum;
+}
+
 static void free_tables(struct dsm *d)
 {
 	uint64_t nhome = d->nhome, i;
@@ -640,6 +659,7 @@ static void free_tables(struct dsm *d)
 	free(d->dir);
 	free(d->cache);
 	free(d->t_fault);
+	free(d->events);
 	free(d->bounce);
 	free(d->zero);
 	free(d->copy);

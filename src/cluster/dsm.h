@@ -81,6 +81,13 @@ bool dsm_handle_msg(struct dsm *d, int from, uint16_t type, const void *payload,
 
 void dsm_get_stats(struct dsm *d, struct dsm_stats *out);
 
+/*
+ * DSM events this node has had for pages [@first, @first + @n) of guest
+ * RAM (by page index): faults taken here, invalidations and downgrades
+ * received, and requests from other nodes served as their home.
+ */
+uint64_t dsm_page_events(struct dsm *d, uint64_t first, uint64_t n);
+
 /* The stats as a JSON object (for `dvmm ctl stats`); NULL on ENOMEM. */
 json_t *dsm_stats_json(struct dsm *d);
 

@@ -26,6 +26,7 @@
 
 #include "cluster/dsm.h"
 #include "cluster/node.h"
+#include "cluster/vmlink.h"
 #include "util/log.h"
 
 #define STATS_TIMEOUT_MS 1000 /* a silent peer cannot hang the socket */
@@ -39,6 +40,10 @@ struct cluster_node {
 	int self;
 	struct transport *t;
 	struct dsm *dsm; /* guest RAM, on every node */
+	struct vmlink *link; /* the VM's parts on the other nodes */
+	pthread_t peer_vm_thread;
+	bool peer_vm_running; /* peers: the VM thread has not returned */
+	int peer_vm_status;
 	struct timespec started;
 
 	pthread_mutex_t lock;
@@ -201,6 +206,8 @@ static json_t *own_json(struct cluster_node *n, bool with_stats)
 	json_object_set_new(o, "transport", links);
 	if (n->dsm)
 		json_object_set_new(o, "dsm", dsm_stats_json(n->dsm));
+	if (n->link)
+		json_object_set_new(o, "vmlink", vmlink_stats_json(n->link));
 	return o;
 }
 
@@ -247,6 +254,8 @@ static void on_msg(void *opaque, int from, uint16_t type, const void *payload,
 	if (from < 0 || from >= n->cfg->nnodes || from == n->self)
 		return;
 	if (n->dsm && dsm_handle_msg(n->dsm, from, type, payload, len))
+		return;
+	if (n->link && vmlink_handle_msg(n->link, from, type, payload, len))
 		return;
 	switch (type) {
 	case MSG_SHUTDOWN:
@@ -303,6 +312,7 @@ static json_t *peer_entry(struct cluster_node *n, int i, bool with_stats)
 		if (!with_stats) {
 			json_object_del(o, "transport");
 			json_object_del(o, "dsm");
+			json_object_del(o, "vmlink");
 		}
 		return o;
 	}
@@ -383,6 +393,12 @@ int cluster_node_create(struct cluster_node **out,
 		return rc;
 	}
 	dsm_attach(n->dsm, n->t);
+	rc = vmlink_create(&n->link, c, self, n->t, n->dsm, e);
+	if (rc) {
+		n->link = NULL;
+		cluster_node_destroy(n);
+		return rc;
+	}
 	*out = n;
 	return 0;
 }
@@ -471,6 +487,8 @@ static int peer_exit_status(struct cluster_node *n, bool timed_out)
 		return 128 + n->signal;
 	if (n->failed == 0)
 		return EXIT_FAILURE;
+	if (n->failed == n->self) /* our part of the VM failed */
+		return n->peer_vm_status ? n->peer_vm_status : EXIT_FAILURE;
 	if (!n->shutdown && n->failed < 0)
 		return -1;
 	/* node 0 said the VM ended, or another node failed */
@@ -481,15 +499,66 @@ static int peer_exit_status(struct cluster_node *n, bool timed_out)
 	return n->shutdown_status;
 }
 
-static int run_peer_node(struct cluster_node *n)
+/* Peers: the local part of the VM, until it ends or is stopped. */
+static void *peer_vm_thread(void *arg)
+{
+	struct cluster_node *n = arg;
+	int status = n->vm->run(n->vm->opaque);
+
+	pthread_mutex_lock(&n->lock);
+	n->peer_vm_running = false;
+	n->peer_vm_status = status;
+	if (!n->shutdown && n->failed < 0) {
+		/* our part ended on its own: a failure here */
+		n->failed = n->self;
+		pr_err("node %d: this node's part of the VM ended (status %d)",
+		       n->self, status);
+	}
+	pthread_cond_broadcast(&n->cond);
+	pthread_mutex_unlock(&n->lock);
+	return NULL;
+}
+
+static int start_peer_vm(struct cluster_node *n, const struct node_vm *vm)
+{
+	int rc;
+
+	pthread_mutex_lock(&n->lock);
+	n->vm = vm;
+	n->peer_vm_running = true;
+	pthread_mutex_unlock(&n->lock);
+	rc = pthread_create(&n->peer_vm_thread, NULL, peer_vm_thread, n);
+	if (rc) {
+		pthread_mutex_lock(&n->lock);
+		n->vm = NULL;
+		n->peer_vm_running = false;
+		pthread_mutex_unlock(&n->lock);
+	}
+	return -rc;
+}
+
+static void end_peer_vm(struct cluster_node *n, const struct node_vm *vm)
+{
+	vm->stop(vm->opaque, VM_STOP_POWEROFF, 0);
+	pthread_join(n->peer_vm_thread, NULL);
+	pthread_mutex_lock(&n->lock);
+	n->vm = NULL;
+	pthread_mutex_unlock(&n->lock);
+}
+
+static int run_peer_node(struct cluster_node *n, const struct node_vm *vm)
 {
 	/* node 0 notices a failure within dead_after_ms, then shuts us down */
 	unsigned int grace =
 		n->cfg->dead_after_ms ? n->cfg->dead_after_ms : 3000;
 	struct timespec deadline;
-	bool waiting = false, timed_out = false;
+	bool waiting = false, timed_out = false, vm_up = false;
 	int status;
 
+	if (vm && start_peer_vm(n, vm) == 0)
+		vm_up = true;
+	else if (vm)
+		return EXIT_FAILURE;
 	pthread_mutex_lock(&n->lock);
 	while ((status = peer_exit_status(n, timed_out)) < 0) {
 		if (!waiting && (n->shutdown || n->failed > 0)) {
@@ -504,6 +573,8 @@ static int run_peer_node(struct cluster_node *n)
 	}
 	n->phase = NODE_ENDING;
 	pthread_mutex_unlock(&n->lock);
+	if (vm_up)
+		end_peer_vm(n, vm);
 	return status;
 }
 
@@ -511,7 +582,12 @@ int cluster_node_run(struct cluster_node *n, const struct node_vm *vm)
 {
 	if (n->self == 0)
 		return run_vm_node(n, vm);
-	return run_peer_node(n);
+	return run_peer_node(n, vm);
+}
+
+struct vmlink *cluster_node_vmlink(struct cluster_node *n)
+{
+	return n->link;
 }
 
 void *cluster_node_ram(struct cluster_node *n)
@@ -542,6 +618,7 @@ void cluster_node_destroy(struct cluster_node *n)
 		return;
 	/* the VM is gone; peers no longer need our pages once shut down */
 	transport_destroy(n->t);
+	vmlink_destroy(n->link);
 	dsm_destroy(n->dsm);
 	for (int i = 0; i < CLUSTER_MAX_NODES; i++)
 		json_decref(n->stats[i]);

@@ -40,9 +40,9 @@ int cluster_node_create(struct cluster_node **out,
  */
 int cluster_node_connect(struct cluster_node *n, struct err *e);
 /*
- * Node 0: run @vm (which may be NULL elsewhere), then shut the peers down.
- * Other nodes: wait for node 0's shutdown, a failure or a signal. Returns
- * the process's exit status.
+ * Node 0: run @vm, then shut the peers down. Other nodes: run their part
+ * of the VM (@vm, if not NULL) on a thread and wait for node 0's shutdown,
+ * a failure or a signal, then stop it. Returns the process's exit status.
  */
 int cluster_node_run(struct cluster_node *n, const struct node_vm *vm);
 /*
@@ -58,6 +58,8 @@ bool cluster_node_signal(struct cluster_node *n, int sig);
 /* Node 0: a new JSON array of every node (id, state, pid, uptime, and
  * with @with_stats the transport counters); a silent peer cannot hang it. */
 json_t *cluster_node_nodes_json(struct cluster_node *n, bool with_stats);
+/* The link between this node's part of the VM and the others'. */
+struct vmlink *cluster_node_vmlink(struct cluster_node *n);
 /* Close every connection and free the node. */
 void cluster_node_destroy(struct cluster_node *n);
 

@@ -129,6 +129,25 @@ int ioreg_unregister(struct io_registry *r, enum io_space space, uint64_t base)
 bool ioreg_dispatch(struct io_registry *r, enum io_space space, uint64_t addr,
 		    uint8_t *data, uint32_t len, bool is_write, int vcpu_id)
 {
+	if (ioreg_dispatch_local(r, space, addr, data, len, is_write, vcpu_id))
+		return true;
+	if (!r->dflt || !space_valid(space) || len == 0 || len > 8)
+		return false;
+	return r->dflt(r->dflt_opaque, space, addr, data, len, is_write,
+		       vcpu_id);
+}
+
+void ioreg_set_default(struct io_registry *r, ioreg_default_fn fn,
+		       void *opaque)
+{
+	r->dflt = fn;
+	r->dflt_opaque = opaque;
+}
+
+bool ioreg_dispatch_local(struct io_registry *r, enum io_space space,
+			  uint64_t addr, uint8_t *data, uint32_t len,
+			  bool is_write, int vcpu_id)
+{
 	const struct io_range *hit = NULL;
 	struct io_range range;
 	size_t pos;

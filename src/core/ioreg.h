@@ -32,6 +32,14 @@ struct io_range {
 
 #define IOREG_MAX_UNKNOWN_LOGGED 64
 
+/*
+ * Who takes accesses no range claims (a cluster node forwards them to the
+ * node that has the device). Returns true if it took the access.
+ */
+typedef bool (*ioreg_default_fn)(void *opaque, enum io_space space,
+				 uint64_t addr, uint8_t *data, uint32_t len,
+				 bool is_write, int vcpu_id);
+
 struct io_registry {
 	pthread_rwlock_t lock;
 	struct io_range *ranges[IO_SPACE_COUNT]; /* sorted by base */
@@ -41,6 +49,8 @@ struct io_registry {
 	pthread_mutex_t unknown_lock;
 	uint64_t unknown_seen[IO_SPACE_COUNT][IOREG_MAX_UNKNOWN_LOGGED];
 	size_t unknown_count[IO_SPACE_COUNT];
+	ioreg_default_fn dflt; /* set before the vCPUs run */
+	void *dflt_opaque;
 };
 
 int ioreg_init(struct io_registry *r);
@@ -60,6 +70,14 @@ int ioreg_unregister(struct io_registry *r, enum io_space space, uint64_t base);
  */
 bool ioreg_dispatch(struct io_registry *r, enum io_space space, uint64_t addr,
 		    uint8_t *data, uint32_t len, bool is_write, int vcpu_id);
+
+/* The same, but never handing the access to the default handler. */
+bool ioreg_dispatch_local(struct io_registry *r, enum io_space space,
+			  uint64_t addr, uint8_t *data, uint32_t len,
+			  bool is_write, int vcpu_id);
+/* Set the handler of unclaimed accesses (NULL: none). */
+void ioreg_set_default(struct io_registry *r, ioreg_default_fn fn,
+		       void *opaque);
 
 /*
  * True the first time an unclaimed @addr is seen in @space (so the caller

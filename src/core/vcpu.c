@@ -12,6 +12,13 @@
 #include "core/vcpu.h"
 #include "util/log.h"
 
+static __thread int current_vcpu = -1;
+
+int vcpu_self_id(void)
+{
+	return current_vcpu;
+}
+
 static void count_exit(struct vcpu *v, enum vcpu_exit_kind kind)
 {
 	atomic_fetch_add_explicit(&v->exits[kind], 1, memory_order_relaxed);
@@ -56,6 +63,28 @@ static void handle_mmio(struct vcpu *v)
 			    run->mmio.data, len, run->mmio.is_write, v->id))
 		report_unknown(v, IO_SPACE_MMIO, run->mmio.phys_addr,
 			       run->mmio.is_write, len);
+}
+
+/* An MSR KVM left to us: the userspace LAPIC's, or a #GP. */
+static void handle_msr(struct vcpu *v)
+{
+	struct kvm_run *run = v->run;
+	bool is_write = run->exit_reason == KVM_EXIT_X86_WRMSR;
+	uint64_t data = run->msr.data;
+	int rc = -EINVAL;
+
+	if (v->vm->uchip.msr)
+		rc = v->vm->uchip.msr(v->vm->uchip.opaque, v, is_write,
+				      run->msr.index, &data);
+	if (rc == -ENOENT && ioreg_first_unknown(&v->vm->io, IO_SPACE_PIO,
+						 0x100000000ULL +
+							 run->msr.index))
+		pr_warn("vCPU %d: guest %s unknown MSR 0x%x; #GP "
+			"(logged once)",
+			v->id, is_write ? "wrote" : "read", run->msr.index);
+	run->msr.error = rc ? 1 : 0;
+	if (!is_write && !rc)
+		run->msr.data = data;
 }
 
 static void describe_regs(struct vcpu *v, char *buf, size_t len)
@@ -111,10 +140,24 @@ static bool handle_exit(struct vcpu *v)
 		handle_mmio(v);
 		return true;
 	case KVM_EXIT_HLT:
-		/* Only without an in-kernel LAPIC; nothing will wake it. */
+		/* Only without an in-kernel LAPIC: ours wakes it. */
 		count_exit(v, VCPU_EXIT_HLT);
-		vcpu_fail(v, "halted with no interrupt controller, exit", 0);
-		return false;
+		if (!v->vm->uchip.halt) {
+			vcpu_fail(v, "halted with no interrupt controller, "
+				     "exit",
+				  0);
+			return false;
+		}
+		v->vm->uchip.halt(v->vm->uchip.opaque, v);
+		return true;
+	case KVM_EXIT_X86_RDMSR:
+	case KVM_EXIT_X86_WRMSR:
+		count_exit(v, VCPU_EXIT_MSR);
+		handle_msr(v);
+		return true;
+	case KVM_EXIT_IRQ_WINDOW_OPEN:
+		count_exit(v, VCPU_EXIT_IRQ_WINDOW);
+		return true;
 	case KVM_EXIT_SHUTDOWN:
 		count_exit(v, VCPU_EXIT_SHUTDOWN);
 		vcpu_fail(v, "triple fault (guest shutdown), exit",
@@ -166,6 +209,7 @@ static void *vcpu_thread(void *arg)
 	struct vm *vm = v->vm;
 	char name[16];
 
+	current_vcpu = v->id;
 	snprintf(name, sizeof(name), "vcpu%d", v->id);
 	pthread_setname_np(pthread_self(), name);
 	for (;;) {
@@ -178,6 +222,8 @@ static void *vcpu_thread(void *arg)
 		if (atomic_load(&vm->state) != VM_RUNNING &&
 		    !wait_while_paused(v))
 			break;
+		if (vm->uchip.prepare && !vm->uchip.prepare(vm->uchip.opaque, v))
+			continue;
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR) {
 				count_exit(v, VCPU_EXIT_INTR);
@@ -213,6 +259,28 @@ int vcpu_start_thread(struct vcpu *v)
 void vcpu_kick(struct vcpu *v)
 {
 	__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+	pthread_mutex_lock(&v->wlock);
+	v->wake = true;
+	pthread_cond_signal(&v->wcond);
+	pthread_mutex_unlock(&v->wlock);
 	if (v->thread_started)
 		pthread_kill(v->thread, VCPU_KICK_SIGNAL);
+}
+
+void vcpu_block(struct vcpu *v, bool (*ready)(void *arg), void *arg)
+{
+	pthread_mutex_lock(&v->wlock);
+	while (!v->wake) {
+		pthread_mutex_unlock(&v->wlock);
+		if (ready(arg) ||
+		    atomic_load(&v->vm->state) != VM_RUNNING) {
+			pthread_mutex_lock(&v->wlock);
+			break;
+		}
+		pthread_mutex_lock(&v->wlock);
+		if (!v->wake)
+			pthread_cond_wait(&v->wcond, &v->wlock);
+	}
+	v->wake = false;
+	pthread_mutex_unlock(&v->wlock);
 }

@@ -5,7 +5,14 @@
 #include "core/vm.h"
 
 int vcpu_start_thread(struct vcpu *v);
+/* The id of the vCPU whose thread calls this, or -1 on other threads. */
+int vcpu_self_id(void);
 /* Make the vCPU leave KVM_RUN soon and look at the VM state. */
 void vcpu_kick(struct vcpu *v);
+/*
+ * Block the vCPU thread until @ready(@arg) holds, the vCPU is kicked, or
+ * the VM leaves the running state. @ready is called with no lock held.
+ */
+void vcpu_block(struct vcpu *v, bool (*ready)(void *arg), void *arg);
 
 #endif

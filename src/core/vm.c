@@ -30,6 +30,8 @@ const char *const vcpu_exit_kind_names[VCPU_EXIT_KINDS] = {
 	[VCPU_EXIT_INTR] = "intr",
 	[VCPU_EXIT_SHUTDOWN] = "shutdown",
 	[VCPU_EXIT_SYSTEM_EVENT] = "system_event",
+	[VCPU_EXIT_MSR] = "msr",
+	[VCPU_EXIT_IRQ_WINDOW] = "irq_window",
 	[VCPU_EXIT_OTHER] = "other",
 };
 
@@ -118,6 +120,39 @@ static int setup_memory(struct vm *vm, uint64_t ram_size, uint8_t *ram,
 	return 0;
 }
 
+/*
+ * Without the in-kernel irqchip, the x2APIC MSRs (which KVM then does not
+ * know) come to userspace; a filter sends IA32_APIC_BASE and the
+ * TSC-deadline MSR there too, so the userspace LAPIC owns them whole.
+ */
+static int setup_user_msrs(struct vm *vm, struct err *e)
+{
+	struct kvm_enable_cap cap = {
+		.cap = KVM_CAP_X86_USER_SPACE_MSR,
+		.args = {KVM_MSR_EXIT_REASON_INVAL |
+			 KVM_MSR_EXIT_REASON_FILTER}};
+	static uint8_t deny[1]; /* one MSR per range, bit clear = deny */
+	struct kvm_msr_filter f = {.flags = KVM_MSR_FILTER_DEFAULT_ALLOW};
+	int rc;
+
+	rc = vm_ioctl(vm, KVM_ENABLE_CAP, (unsigned long)&cap,
+		      "KVM_CAP_X86_USER_SPACE_MSR", e);
+	if (rc)
+		return rc;
+	f.ranges[0] = (struct kvm_msr_filter_range){
+		.flags = KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE,
+		.nmsrs = 1,
+		.base = 0x1b,
+		.bitmap = deny};
+	f.ranges[1] = (struct kvm_msr_filter_range){
+		.flags = KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE,
+		.nmsrs = 1,
+		.base = 0x6e0,
+		.bitmap = deny};
+	return vm_ioctl(vm, KVM_X86_SET_MSR_FILTER, (unsigned long)&f,
+			"KVM_X86_SET_MSR_FILTER", e);
+}
+
 static int setup_irqchip(struct vm *vm, struct err *e)
 {
 	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
@@ -132,6 +167,8 @@ static int setup_irqchip(struct vm *vm, struct err *e)
 			      (unsigned long)&ident,
 			      "KVM_SET_IDENTITY_MAP_ADDR", e);
 	}
+	if (!rc && vm->user_irqchip)
+		return setup_user_msrs(vm, e);
 	if (!rc)
 		rc = vm_ioctl(vm, KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP",
 			      e);
@@ -164,6 +201,8 @@ static int create_vcpu(struct vm *vm, struct vcpu *v, int id, struct err *e)
 
 	v->vm = vm;
 	v->id = id;
+	pthread_mutex_init(&v->wlock, NULL);
+	pthread_cond_init(&v->wcond, NULL);
 	v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, id);
 	if (v->fd < 0)
 		return err_set(e, -errno, "KVM_CREATE_VCPU %d failed: %s", id,
@@ -186,7 +225,7 @@ static int create_vcpu(struct vm *vm, struct vcpu *v, int id, struct err *e)
 	return set_vcpu_msrs(v, e);
 }
 
-static int create_vcpus(struct vm *vm, struct err *e)
+static int create_vcpus(struct vm *vm, uint64_t local_cpus, struct err *e)
 {
 	int rc;
 
@@ -199,8 +238,10 @@ static int create_vcpus(struct vm *vm, struct err *e)
 	if (vm->run_size <= 0)
 		return err_set(e, -EIO, "KVM_GET_VCPU_MMAP_SIZE failed");
 	rc = cpuid_get_supported(vm->kvm_fd, &vm->cpuid, e);
-	for (int i = 0; !rc && i < vm->ncpus; i++)
+	for (int i = 0; !rc && i < vm->ncpus; i++) {
 		rc = create_vcpu(vm, &vm->vcpus[i], i, e);
+		vm->vcpus[i].local = !local_cpus || (local_cpus >> i & 1);
+	}
 	return rc;
 }
 
@@ -228,6 +269,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct err *e)
 	memset(vm, 0, sizeof(*vm));
 	vm->kvm_fd = vm->vm_fd = -1;
 	vm->ncpus = cfg->ncpus;
+	vm->user_irqchip = cfg->user_irqchip;
 	if (cfg->ncpus < 1 || cfg->ncpus > VM_MAX_CPUS)
 		return err_set(e, -EINVAL, "--cpus must be 1..%d", VM_MAX_CPUS);
 	rc = init_sync(vm, e);
@@ -259,7 +301,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct err *e)
 	if (!rc)
 		rc = setup_irqchip(vm, e);
 	if (!rc)
-		rc = create_vcpus(vm, e);
+		rc = create_vcpus(vm, cfg->local_cpus, e);
 	return rc;
 }
 
@@ -270,8 +312,11 @@ void vm_destroy(struct vm *vm)
 
 		if (v->run)
 			munmap(v->run, (size_t)vm->run_size);
-		if (v->fd >= 0)
+		if (v->fd >= 0) {
 			close(v->fd);
+			pthread_mutex_destroy(&v->wlock);
+			pthread_cond_destroy(&v->wcond);
+		}
 	}
 	free(vm->vcpus);
 	free(vm->cpuid);
@@ -373,6 +418,8 @@ int vm_start(struct vm *vm, struct err *e)
 	for (int i = 0; i < vm->ncpus; i++) {
 		int rc;
 
+		if (!vm->vcpus[i].local)
+			continue;
 		pthread_mutex_lock(&vm->lock);
 		vm->running_threads++;
 		pthread_mutex_unlock(&vm->lock);

@@ -36,6 +36,8 @@ enum vcpu_exit_kind {
 	VCPU_EXIT_INTR, /* KVM_RUN interrupted by a signal / kick */
 	VCPU_EXIT_SHUTDOWN,
 	VCPU_EXIT_SYSTEM_EVENT,
+	VCPU_EXIT_MSR,	       /* userspace MSR (user irqchip) */
+	VCPU_EXIT_IRQ_WINDOW, /* interrupt window opened (user irqchip) */
 	VCPU_EXIT_OTHER,
 	VCPU_EXIT_KINDS
 };
@@ -43,6 +45,27 @@ enum vcpu_exit_kind {
 extern const char *const vcpu_exit_kind_names[VCPU_EXIT_KINDS];
 
 struct vm;
+struct vcpu;
+
+/*
+ * The userspace interrupt controller's part in the vCPU loop (VMs without
+ * the in-kernel irqchip; see irqchip/userchip.c).
+ */
+struct vcpu_irq_hooks {
+	/*
+	 * Before KVM_RUN: take INIT/SIPI/NMI, inject an interrupt or ask for
+	 * an interrupt window. False: do not enter the guest now (an AP
+	 * waiting for its SIPI); the hook has waited (vcpu_block) and the
+	 * loop comes round again.
+	 */
+	bool (*prepare)(void *opaque, struct vcpu *v);
+	/* RDMSR/WRMSR KVM left to userspace: 0, or -EINVAL for a #GP. */
+	int (*msr)(void *opaque, struct vcpu *v, bool is_write, uint32_t index,
+		   uint64_t *data);
+	/* HLT: wait (vcpu_block) until an interrupt would wake the vCPU. */
+	void (*halt)(void *opaque, struct vcpu *v);
+	void *opaque;
+};
 
 struct vcpu {
 	struct vm *vm;
@@ -51,7 +74,12 @@ struct vcpu {
 	struct kvm_run *run;
 	pthread_t thread;
 	bool thread_started;
+	bool local; /* this process runs it (a cluster runs the rest) */
 	_Atomic uint64_t exits[VCPU_EXIT_KINDS];
+	/* vcpu_block / vcpu_kick */
+	pthread_mutex_t wlock;
+	pthread_cond_t wcond;
+	bool wake;
 };
 
 enum vm_state { VM_CREATED, VM_RUNNING, VM_PAUSED, VM_STOPPING };
@@ -82,6 +110,8 @@ struct vm_config {
 	uint64_t ram_size;
 	int ncpus;
 	uint8_t *ram; /* ram_size bytes the caller keeps; NULL: allocate */
+	bool user_irqchip;   /* interrupt controllers in dvmm, not KVM */
+	uint64_t local_cpus; /* vCPUs this process runs (bit per id); 0: all */
 };
 
 struct vm {
@@ -95,6 +125,8 @@ struct vm {
 	struct irq_sink irq;	  /* KVM_IRQ_LINE / KVM_SIGNAL_MSI */
 	struct vm_lifecycle lc;	  /* handed to devices */
 	struct kvm_cpuid2 *cpuid; /* supported CPUID, patched per vCPU */
+	bool user_irqchip;
+	struct vcpu_irq_hooks uchip; /* set before vm_start if user_irqchip */
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* state changes, parked vCPUs */

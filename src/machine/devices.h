@@ -101,4 +101,30 @@ void acpi_pm_reset_control_io(void *opaque, uint64_t offset, uint8_t *data,
 			      uint32_t len, bool is_write, int vcpu_id);
 void acpi_pm_destroy(struct acpi_pm *p);
 
+/*
+ * --- node-info ports 0x510-0x51f (node_info.c): which node runs the
+ * reading vCPU, and how much distributed-memory traffic this node has had
+ * for a page range the vCPU selects; answered locally, never forwarded.
+ *   in  0x510: node id        out 0x514: first page frame (gpa >> 12)
+ *   out 0x518: page count     in  0x51c: DSM events in the range (low 32)
+ */
+#define NODE_INFO_PORT 0x510
+#define NODE_INFO_PORTS 0x10
+
+/* Events for guest-physical pages [first_pfn, first_pfn + n); 0 if none. */
+typedef uint64_t (*node_info_events_fn)(void *opaque, uint64_t first_pfn,
+					uint64_t n);
+
+struct node_info {
+	int node;
+	node_info_events_fn events;
+	void *opaque;
+	int ncpus;
+	uint32_t sel_pfn[64], sel_count[64]; /* per vCPU */
+};
+
+int node_info_init(struct node_info *n, struct io_registry *io, int node,
+		   int ncpus, node_info_events_fn events, void *opaque);
+void node_info_destroy(struct node_info *n, struct io_registry *io);
+
 #endif

@@ -25,6 +25,7 @@ enum machine_device_bit {
 	DEV_DBG = 1u << 3,
 	DEV_PM = 1u << 4,
 	DEV_PCI = 1u << 5,
+	DEV_INFO = 1u << 6,
 };
 
 /* NVRAM bytes that belong to the guest (not computed by the RTC itself). */
@@ -36,11 +37,49 @@ static uint64_t ram_above_4g(const struct guest_mem *m)
 	return m->ram_size - guest_mem_low_end(m);
 }
 
+static bool is_node0(const struct machine_config *cfg)
+{
+	return !cfg->cluster || cfg->cluster->self == 0;
+}
+
+/* The bus, the node-info ports, and what a cluster needs of them. */
+static int add_bus(struct machine *pc, const struct machine_config *cfg,
+		   struct err *e)
+{
+	const struct machine_cluster *cl = cfg->cluster;
+	struct vm *vm = &pc->vm;
+	int rc;
+
+	if (is_node0(cfg))
+		rc = pci_bus_init(&pc->pci, &vm->io, acpi_pm_reset_control_io,
+				  &pc->pm);
+	else
+		rc = pci_bus_init(&pc->pci, &vm->io, cl->cf9, cl->cf9_opaque);
+	if (rc)
+		return err_set(e, rc, "cannot create the PCI bus");
+	pc->devices_up |= DEV_PCI;
+	if (cl) {
+		pci_bus_set_cluster(&pc->pci, cl->remote_cfg,
+				    cl->remote_cfg_opaque);
+		ioreg_set_default(&vm->io, cl->forward, cl->forward_opaque);
+	}
+	rc = node_info_init(&pc->info, &vm->io, cl ? cl->self : 0, cfg->ncpus,
+			    cl ? cl->events : NULL,
+			    cl ? cl->events_opaque : NULL);
+	if (rc)
+		return err_set(e, rc, "cannot create the node-info ports");
+	pc->devices_up |= DEV_INFO;
+	return 0;
+}
+
 static int add_devices(struct machine *pc, const struct machine_config *cfg,
 		       const struct machine_persist *keep, struct err *e)
 {
 	struct vm *vm = &pc->vm;
 	int rc;
+
+	if (!is_node0(cfg))
+		return add_bus(pc, cfg, e);
 
 	rc = uart8250_init(&pc->uart, &vm->io, &vm->irq, PORT_COM1,
 			   PORT_COM1_IRQ, cfg->console_out_fd);
@@ -70,10 +109,9 @@ static int add_devices(struct machine *pc, const struct machine_config *cfg,
 	if (rc)
 		return err_set(e, rc, "cannot create the ACPI PM block");
 	pc->devices_up |= DEV_PM;
-	rc = pci_bus_init(&pc->pci, &vm->io, acpi_pm_reset_control_io, &pc->pm);
+	rc = add_bus(pc, cfg, e);
 	if (rc)
-		return err_set(e, rc, "cannot create the PCI bus");
-	pc->devices_up |= DEV_PCI;
+		return rc;
 	if (cfg->console_in_fd >= 0) {
 		rc = uart8250_start_input(&pc->uart, cfg->console_in_fd);
 		if (rc)
@@ -346,8 +384,11 @@ static int add_virtio(struct machine *pc, const struct machine_config *cfg,
 		      enum virtio_kind kind, int index, struct err *e)
 {
 	struct machine_virtio *mv = &pc->virtio[pc->nvirtio];
-	int rc;
+	const struct machine_cluster *cl = cfg->cluster;
+	int rc, i = pc->vindex++;
 
+	if (cl && i < cl->nvirtio && cl->virtio_home[i] != cl->self)
+		return 0; /* another node has it; its slot is reserved */
 	if (pc->nvirtio >= MACHINE_MAX_VIRTIO)
 		return err_set(e, -ENOSPC, "too many virtio devices");
 	mv->kind = kind;
@@ -364,6 +405,26 @@ static int add_virtio(struct machine *pc, const struct machine_config *cfg,
 	return 0;
 }
 
+/*
+ * Device i (machine order) sits in slot i + 1 on every node: the slots of
+ * devices homed elsewhere are reserved first so the local ones land right.
+ */
+static int reserve_remote_slots(struct machine *pc,
+				const struct machine_config *cfg, struct err *e)
+{
+	const struct machine_cluster *cl = cfg->cluster;
+
+	for (int i = 0; cl && i < cl->nvirtio; i++) {
+		if (cl->virtio_home[i] == cl->self)
+			continue;
+		if (pci_bus_set_remote_slot(&pc->pci, i + 1,
+					    cl->virtio_home[i]))
+			return err_set(e, -EINVAL, "no PCI slot for device %d",
+				       i);
+	}
+	return 0;
+}
+
 static int add_virtio_devices(struct machine *pc,
 			      const struct machine_config *cfg, struct err *e)
 {
@@ -375,13 +436,15 @@ static int add_virtio_devices(struct machine *pc,
 			return err_set(e, -ENOMEM,
 				       "cannot start the doorbell poller");
 	}
+	rc = reserve_remote_slots(pc, cfg, e);
 	for (int i = 0; !rc && i < cfg->ndisks; i++)
 		rc = add_virtio(pc, cfg, VIRTIO_KIND_BLK, i, e);
 	for (int i = 0; !rc && i < cfg->nnics; i++)
 		rc = add_virtio(pc, cfg, VIRTIO_KIND_NET, i, e);
 	if (!rc && cfg->rng)
 		rc = add_virtio(pc, cfg, VIRTIO_KIND_RNG, 0, e);
-	if (!rc && cfg->vconsole_out_fd >= 0)
+	if (!rc && (cfg->vconsole_out_fd >= 0 ||
+		    (cfg->cluster && pc->vindex < cfg->cluster->nvirtio)))
 		rc = add_virtio(pc, cfg, VIRTIO_KIND_CONSOLE, 0, e);
 	return rc;
 }
@@ -400,25 +463,42 @@ static void destroy_virtio_devices(struct machine *pc)
 	pc->nvirtio = 0;
 }
 
+static int add_userchip(struct machine *pc, const struct machine_config *cfg,
+			struct err *e)
+{
+	const struct machine_cluster *cl = cfg->cluster;
+
+	pc->uchip = calloc(1, sizeof(*pc->uchip));
+	if (!pc->uchip)
+		return err_set(e, -ENOMEM, "out of memory for the irqchip");
+	return userchip_create(pc->uchip, &pc->vm, is_node0(cfg),
+			       cl ? &cl->remote : NULL, e);
+}
+
 int machine_create(struct machine *pc, const struct machine_config *cfg,
 		   const struct machine_persist *keep, struct err *e)
 {
+	const struct machine_cluster *cl = cfg->cluster;
 	struct vm_config vcfg = {.kvm_path = cfg->kvm_path,
 				 .ram_size = cfg->ram_size,
 				 .ncpus = cfg->ncpus,
-				 .ram = cfg->ram};
+				 .ram = cfg->ram,
+				 .user_irqchip = cfg->user_irqchip || cl,
+				 .local_cpus = cl ? cl->local_cpus : 0};
 	int rc;
 
 	memset(pc, 0, sizeof(*pc));
 	err_clear(e);
 	rc = vm_create(&pc->vm, &vcfg, e);
+	if (!rc && vcfg.user_irqchip)
+		rc = add_userchip(pc, cfg, e);
 	if (!rc)
 		rc = add_devices(pc, cfg, keep, e);
 	if (!rc)
 		rc = add_virtio_devices(pc, cfg, e);
-	if (!rc)
+	if (!rc && is_node0(cfg))
 		rc = write_acpi(pc, cfg->ncpus, e);
-	if (!rc)
+	if (!rc && is_node0(cfg))
 		rc = load_kernel(pc, cfg, e);
 	return rc;
 }
@@ -441,6 +521,8 @@ void machine_destroy(struct machine *pc, struct machine_persist *keep)
 {
 	/* Stop console input first: it may raise interrupts on the VM. */
 	destroy_virtio_devices(pc);
+	if (pc->devices_up & DEV_INFO)
+		node_info_destroy(&pc->info, &pc->vm.io);
 	if (pc->devices_up & DEV_PCI)
 		pci_bus_destroy(&pc->pci);
 	if (pc->devices_up & DEV_UART)
@@ -454,5 +536,10 @@ void machine_destroy(struct machine *pc, struct machine_persist *keep)
 	if (pc->devices_up & DEV_PM)
 		acpi_pm_destroy(&pc->pm);
 	pc->devices_up = 0;
+	if (pc->uchip) {
+		userchip_destroy(pc->uchip);
+		free(pc->uchip);
+		pc->uchip = NULL;
+	}
 	vm_destroy(&pc->vm);
 }

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "core/vm.h"
+#include "irqchip/userchip.h"
 #include "machine/devices.h"
 #include "machine/pci.h"
 #include "util/err.h"
@@ -30,6 +31,28 @@ struct machine_nic {
 	uint8_t mac[6];
 };
 
+/*
+ * What a node of a cluster builds (machine_config.cluster; NULL on one
+ * node). Node 0 has the legacy devices, the IOAPIC/PIC/PIT, the ACPI
+ * tables and the boot vCPU; every node has its own vCPUs and the virtio
+ * devices whose home it is, and forwards the rest through these hooks.
+ */
+struct machine_cluster {
+	int self;
+	uint64_t local_cpus;			/* bit per vCPU run here */
+	int nvirtio;				/* devices in machine order: */
+	int virtio_home[MACHINE_MAX_VIRTIO];	/* disks, nics, rng, vconsole */
+	struct userchip_remote remote;		/* interrupts to other nodes */
+	pci_remote_cfg_fn remote_cfg;		/* config of remote slots */
+	void *remote_cfg_opaque;
+	ioreg_default_fn forward;		/* accesses nothing here claims */
+	void *forward_opaque;
+	io_handler_fn cf9;			/* nodes but 0: the reset port */
+	void *cf9_opaque;
+	node_info_events_fn events;		/* DSM traffic per page range */
+	void *events_opaque;
+};
+
 struct machine_config {
 	const char *kvm_path;
 	uint64_t ram_size;
@@ -48,6 +71,8 @@ struct machine_config {
 	struct machine_nic nic[MACHINE_MAX_NICS];
 	bool rng;
 	int vconsole_out_fd; /* -1: no virtio-console */
+	bool user_irqchip;   /* --irqchip user (always on a cluster) */
+	const struct machine_cluster *cluster; /* NULL: one node */
 };
 
 enum virtio_kind {
@@ -80,10 +105,13 @@ struct machine {
 	struct debug_exit dbg;
 	struct acpi_pm pm;
 	struct pci_bus pci;
+	struct node_info info;
+	struct userchip *uchip; /* NULL with the in-kernel irqchip */
 	struct doorbell_poller *poller;
 	int nvirtio;
 	struct machine_virtio virtio[MACHINE_MAX_VIRTIO];
 	unsigned int devices_up; /* bit per device initialised */
+	int vindex;		 /* virtio devices considered so far */
 	uint32_t entry;
 };
 

@@ -381,6 +381,24 @@ static void cf8_latch_io(struct pci_bus *b, uint8_t *data, bool is_write)
 	pthread_mutex_unlock(&b->lock);
 }
 
+/*
+ * A remote slot's access goes to its home node. Called with the bus lock
+ * held; drops it (the answer may take a network round trip) and returns
+ * true if it took the access.
+ */
+static bool route_remote(struct pci_bus *b, uint32_t devfn, uint32_t off,
+			 uint8_t *data, uint32_t len, bool is_write)
+{
+	int home = b->slot_home[(devfn >> 3) % PCI_MAX_SLOTS];
+
+	if (home < 0 || !b->remote_cfg)
+		return false;
+	pthread_mutex_unlock(&b->lock);
+	b->remote_cfg(b->remote_opaque, home, (uint8_t)devfn, off, data, len,
+		      is_write);
+	return true;
+}
+
 /* CONFIG_DATA: @at is 0..3 within 0xcfc, @len ends at or before 0xd00. */
 static void cfc_io(struct pci_bus *b, uint32_t at, uint8_t *data, uint32_t len,
 		   bool is_write)
@@ -389,6 +407,10 @@ static void cfc_io(struct pci_bus *b, uint32_t at, uint8_t *data, uint32_t len,
 
 	pthread_mutex_lock(&b->lock);
 	cf8 = b->cf8;
+	if ((cf8 & CF8_ENABLE) && CF8_BUS(cf8) == 0 &&
+	    route_remote(b, CF8_DEVFN(cf8), CF8_REG(cf8) + at, data, len,
+			 is_write))
+		return;
 	if (!(cf8 & CF8_ENABLE) || CF8_BUS(cf8) != 0) {
 		if (!is_write)
 			memset(data, 0xff, len);
@@ -444,6 +466,9 @@ static void ecam_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len,
 		return;
 	}
 	pthread_mutex_lock(&b->lock);
+	if (route_remote(b, (uint32_t)ECAM_DEVFN(offset),
+			 (uint32_t)ECAM_REG(offset), data, len, is_write))
+		return;
 	if (is_write)
 		cfg_write_locked(b, (uint32_t)ECAM_DEVFN(offset),
 				 (uint32_t)ECAM_REG(offset), data, len);
@@ -481,6 +506,8 @@ int pci_bus_init(struct pci_bus *b, struct io_registry *io, io_handler_fn cf9,
 	b->cf9_opaque = cf9_opaque;
 	b->mmio_next = PCI_MMIO_BASE;
 	b->io_next = PCI_IO_BASE;
+	for (int s = 0; s < PCI_MAX_SLOTS; s++)
+		b->slot_home[s] = -1;
 	host_bridge_init(&b->host_bridge);
 	b->slot[0] = &b->host_bridge;
 	rc = ioreg_register(io, IO_SPACE_PIO, CF8_PORT, CF8_LEN, cf8_io, b,
@@ -516,11 +543,45 @@ static int alloc_in(uint64_t *next, uint64_t end, uint64_t size, uint64_t *out)
 	return 0;
 }
 
+void pci_bus_set_cluster(struct pci_bus *b, pci_remote_cfg_fn fn,
+			 void *opaque)
+{
+	b->slot_windows = true;
+	b->remote_cfg = fn;
+	b->remote_opaque = opaque;
+}
+
+int pci_bus_set_remote_slot(struct pci_bus *b, int slot, int node)
+{
+	if (slot < 1 || slot >= PCI_MAX_SLOTS || node < 0 || b->slot[slot])
+		return -EINVAL;
+	b->slot_home[slot] = node;
+	return 0;
+}
+
+int pci_slot_of_window(enum io_space space, uint64_t addr)
+{
+	if (space == IO_SPACE_MMIO && addr >= PCI_MMIO_BASE &&
+	    addr < PCI_MMIO_END)
+		return (int)((addr - PCI_MMIO_BASE) / PCI_SLOT_MMIO_WINDOW);
+	if (space == IO_SPACE_PIO && addr >= PCI_IO_BASE && addr < PCI_IO_END)
+		return (int)((addr - PCI_IO_BASE) / PCI_SLOT_IO_WINDOW);
+	return -1;
+}
+
 /* Choose addresses for every BAR; commits to the bus only on success. */
-static int place_bars(struct pci_bus *b, struct pci_device *d)
+static int place_bars(struct pci_bus *b, struct pci_device *d, int slot)
 {
 	uint64_t mmio = b->mmio_next, io = b->io_next;
+	uint64_t mmio_end = PCI_MMIO_END, io_end = PCI_IO_END;
 	uint64_t addr[PCI_NUM_BARS] = {0};
+
+	if (b->slot_windows) {
+		mmio = PCI_MMIO_BASE + (uint64_t)slot * PCI_SLOT_MMIO_WINDOW;
+		mmio_end = mmio + PCI_SLOT_MMIO_WINDOW;
+		io = PCI_IO_BASE + (uint64_t)slot * PCI_SLOT_IO_WINDOW;
+		io_end = io + PCI_SLOT_IO_WINDOW;
+	}
 
 	for (int i = 0; i < PCI_NUM_BARS; i++) {
 		const struct pci_bar *bar = &d->bar[i];
@@ -529,9 +590,9 @@ static int place_bars(struct pci_bus *b, struct pci_device *d)
 		if (!bar->size)
 			continue;
 		if (bar->is_io)
-			rc = alloc_in(&io, PCI_IO_END, bar->size, &addr[i]);
+			rc = alloc_in(&io, io_end, bar->size, &addr[i]);
 		else
-			rc = alloc_in(&mmio, PCI_MMIO_END, bar->size, &addr[i]);
+			rc = alloc_in(&mmio, mmio_end, bar->size, &addr[i]);
 		if (rc)
 			return rc;
 	}
@@ -546,8 +607,10 @@ static int place_bars(struct pci_bus *b, struct pci_device *d)
 			pci_set_u32(&d->cfg[reg + 4],
 				    (uint32_t)(addr[i] >> 32));
 	}
-	b->mmio_next = mmio;
-	b->io_next = (uint32_t)io;
+	if (!b->slot_windows) {
+		b->mmio_next = mmio;
+		b->io_next = (uint32_t)io;
+	}
 	return 0;
 }
 
@@ -558,7 +621,7 @@ static int free_slot(const struct pci_bus *b, const struct pci_device *d)
 	for (int s = PCI_MAX_SLOTS - 1; s >= 1; s--) {
 		if (b->slot[s] == d)
 			return -EEXIST;
-		if (!b->slot[s])
+		if (!b->slot[s] && b->slot_home[s] < 0)
 			found = s;
 	}
 	return found;
@@ -578,7 +641,7 @@ int pci_bus_add(struct pci_bus *b, struct pci_device *d)
 		rc = slot;
 		goto out;
 	}
-	rc = place_bars(b, d);
+	rc = place_bars(b, d, slot);
 	if (rc)
 		goto out;
 	d->slot = slot;

@@ -77,6 +77,19 @@ struct pci_device {
 	uint16_t cap_end;	       /* first byte after it (0: no caps) */
 };
 
+/*
+ * A cluster's bus: slot s of a device homed on another node is "remote";
+ * its config accesses go to @remote_cfg (without the bus lock) and its BARs
+ * live in a window fixed by the slot, so every node knows where to send an
+ * access without asking (see pci_bus_set_cluster).
+ */
+#define PCI_SLOT_MMIO_WINDOW (16ULL << 20) /* 32 slots fill the window */
+#define PCI_SLOT_IO_WINDOW 0x200ULL
+
+typedef void (*pci_remote_cfg_fn)(void *opaque, int node, uint8_t devfn,
+				  uint32_t off, uint8_t *data, uint32_t len,
+				  bool is_write);
+
 struct pci_bus {
 	pthread_mutex_t lock;
 	struct io_registry *io;
@@ -87,6 +100,10 @@ struct pci_bus {
 	uint32_t io_next;
 	io_handler_fn cf9;
 	void *cf9_opaque;
+	bool slot_windows;		 /* BARs in per-slot windows */
+	int slot_home[PCI_MAX_SLOTS];	 /* remote slots: home node; else -1 */
+	pci_remote_cfg_fn remote_cfg;
+	void *remote_opaque;
 };
 
 /*
@@ -140,6 +157,18 @@ int pci_device_add_cap(struct pci_device *d, uint8_t cap_id, uint8_t len);
  * -EINVAL. The device stays on the bus until pci_bus_destroy.
  */
 int pci_bus_add(struct pci_bus *b, struct pci_device *d);
+
+/*
+ * Cluster layout: place every BAR of slot s inside slot s's own window
+ * (PCI_MMIO_BASE + s * PCI_SLOT_MMIO_WINDOW, I/O likewise), and send the
+ * config accesses of remote slots to @fn. Before any pci_bus_add.
+ */
+void pci_bus_set_cluster(struct pci_bus *b, pci_remote_cfg_fn fn,
+			 void *opaque);
+/* Slot @slot belongs to a device on node @node: pci_bus_add skips it. */
+int pci_bus_set_remote_slot(struct pci_bus *b, int slot, int node);
+/* The slot whose cluster BAR window holds @addr, or -1. */
+int pci_slot_of_window(enum io_space space, uint64_t addr);
 
 /*
  * Config space accessors used by the bus and by tests: the same path as a
