@@ -516,7 +516,34 @@ static void add_devices(const struct run_options *o, struct cluster_config *c)
 	}
 }
 
-/* The description of this run: every vCPU and device on node 0. */
+/* vCPU i on node i mod N: the boot vCPU on node 0, the rest dealt out. */
+static void spread_vcpus(struct cluster_config *c)
+{
+	for (int i = 0; i < c->ncpus; i++)
+		c->vcpu_node[i] = i % c->nnodes;
+}
+
+/*
+ * Devices away from the boot vCPU that drives them at first: disks from
+ * node 1 on, the rng and the vconsole on the last node; NICs stay on node
+ * 0 (their tap is on the host the user started dvmm on).
+ */
+static void spread_devices(struct cluster_config *c)
+{
+	int disk = 0;
+
+	for (int i = 0; i < c->ndevices; i++) {
+		struct cluster_device *d = &c->dev[i];
+
+		if (d->type == CLUSTER_DEV_DISK)
+			d->node = 1 + disk++ % (c->nnodes - 1);
+		else if (d->type == CLUSTER_DEV_RNG ||
+			 d->type == CLUSTER_DEV_VCONSOLE)
+			d->node = c->nnodes - 1;
+	}
+}
+
+/* The description of this run: vCPUs and devices spread over the nodes. */
 static int build_config(const struct launch *l, struct cluster_config *c,
 			struct err *e)
 {
@@ -529,12 +556,14 @@ static int build_config(const struct launch *l, struct cluster_config *c,
 		return err_set(e, -EIO, "getrandom: %s", strerror(errno));
 	c->nnodes = l->o->nodes;
 	c->memory = mc->ram_size;
-	c->ncpus = mc->ncpus; /* vcpu_node[] stays all 0 */
+	c->ncpus = mc->ncpus;
+	spread_vcpus(c);
 	c->doorbell = mc->doorbell;
 	c->kernel = strdup(mc->kernel_path);
 	c->cmdline = dup_or_null(mc->cmdline);
 	c->initrd = dup_or_null(mc->initrd_path);
 	add_devices(l->o, c);
+	spread_devices(c);
 	return set_addresses(l, c, e);
 }
 

@@ -67,8 +67,7 @@ static bool match_xapic_logical(uint8_t dest, const struct apic_target *t)
 	       (dest & logical_id & 0xf) != 0;
 }
 
-static bool match_logical(const struct apic_msg *m,
-			  const struct apic_target *t)
+static bool match_logical(const struct apic_msg *m, const struct apic_target *t)
 {
 	if (dest_is_broadcast(m))
 		return true;

@@ -111,10 +111,10 @@ static const uint32_t lvt_writable[LVT_COUNT] = {
 	[LVT_TIMER] = LVT_VECTOR | LVT_MASKED | LVT_TIMER_MODE,
 	[LVT_THERMAL] = LVT_VECTOR | LVT_DM | LVT_MASKED,
 	[LVT_PERF] = LVT_VECTOR | LVT_DM | LVT_MASKED,
-	[LVT_LINT0] = LVT_VECTOR | LVT_DM | LVT_POLARITY | LVT_LEVEL |
-		      LVT_MASKED,
-	[LVT_LINT1] = LVT_VECTOR | LVT_DM | LVT_POLARITY | LVT_LEVEL |
-		      LVT_MASKED,
+	[LVT_LINT0] =
+		LVT_VECTOR | LVT_DM | LVT_POLARITY | LVT_LEVEL | LVT_MASKED,
+	[LVT_LINT1] =
+		LVT_VECTOR | LVT_DM | LVT_POLARITY | LVT_LEVEL | LVT_MASKED,
 	[LVT_ERROR] = LVT_VECTOR | LVT_MASKED,
 };
 
@@ -487,9 +487,8 @@ static uint32_t timer_current_count(const struct lapic *a, uint64_t now)
 	if (timer_mode(a) == TIMER_TSC_DEADLINE || !a->tmict ||
 	    !a->timer_deadline_ns)
 		return 0;
-	ticks = ns_to_ticks(a, now > a->timer_start_ns ?
-				       now - a->timer_start_ns :
-				       0);
+	ticks = ns_to_ticks(
+		a, now > a->timer_start_ns ? now - a->timer_start_ns : 0);
 	if (timer_mode(a) == TIMER_PERIODIC)
 		return a->tmict - (uint32_t)(ticks % a->tmict);
 	return ticks >= a->tmict ? 0 : a->tmict - (uint32_t)ticks;
@@ -912,8 +911,8 @@ void lapic_init(struct lapic *a, int vcpu, uint32_t apic_id, bool bsp,
 	a->apic_id = apic_id;
 	a->xapic_id = apic_id;
 	a->bus_hz = bus_hz ? bus_hz : NSEC_PER_SEC;
-	a->apic_base = LAPIC_MMIO_BASE | APIC_BASE_ENABLE |
-		       (bsp ? APIC_BASE_BSP : 0);
+	a->apic_base =
+		LAPIC_MMIO_BASE | APIC_BASE_ENABLE | (bsp ? APIC_BASE_BSP : 0);
 	work_init(&unused);
 	reset_registers(a, &unused); /* nothing armed yet: no callbacks */
 }
@@ -1120,8 +1119,8 @@ bool lapic_has_wakeup(struct lapic *a, bool interrupts_enabled)
 	ev = a->events;
 	if (extint_line(a))
 		ev |= LAPIC_EV_EXTINT;
-	wake = ev & (LAPIC_EV_NMI | LAPIC_EV_INIT | LAPIC_EV_SIPI |
-		     LAPIC_EV_SMI);
+	wake = ev &
+	       (LAPIC_EV_NMI | LAPIC_EV_INIT | LAPIC_EV_SIPI | LAPIC_EV_SMI);
 	if (interrupts_enabled &&
 	    ((ev & LAPIC_EV_EXTINT) || pending_vector(a) >= 0))
 		wake = true;
