@@ -117,7 +117,8 @@ struct percpu {
 	volatile u64 ipi_from[MAX_CPUS];
 	volatile u64 msi[NR_MSI_VECTORS];	/* MSI-X interrupts by vector */
 	u32 apic_id;
-} __attribute__((aligned(64)));
+} __attribute__((aligned(4096))); /* a page each: no false sharing when a
+				     distributed memory moves pages */
 
 /* KVM's pvclock time info (MSR_KVM_SYSTEM_TIME_NEW). */
 struct pvclock {

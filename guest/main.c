@@ -342,6 +342,8 @@ static const struct test {
 	{ "pingpong", test_pingpong },
 	{ "private", test_private },
 	{ "spread", test_spread },
+	{ "ipibench", test_ipibench },
+	{ "mmiobench", test_mmiobench },
 };
 
 void user_main(u64 cpu)

@@ -89,6 +89,8 @@ bool test_coherence(char *msg);		/* tests_cluster.c */
 bool test_pingpong(char *msg);
 bool test_private(char *msg);
 bool test_spread(char *msg);
+bool test_ipibench(char *msg);		/* tests_bench2.c */
+bool test_mmiobench(char *msg);
 
 #define FAIL(...) (snprintf(msg, MSG_LEN, __VA_ARGS__), false)
 

@@ -183,8 +183,7 @@ static json_t *node0_nodes(void *opaque, bool with_stats)
 #define PEERS_READY_MS 30000
 
 /* The machine is built: link it to the other nodes' parts. */
-static int node_machine_created(void *opaque, struct machine *pc,
-				struct err *e)
+static int node_machine_created(void *opaque, struct machine *pc, struct err *e)
 {
 	struct vmlink *l = cluster_node_vmlink(opaque);
 

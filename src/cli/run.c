@@ -664,8 +664,7 @@ static int boot_once(struct runner *r, struct machine *pc,
 
 	if (!machine_create(pc, &r->opt->mc, keep, &e)) {
 		created = true;
-		if (h && h->created && h->created(h->opaque, pc, &e) &&
-		    !e.code)
+		if (h && h->created && h->created(h->opaque, pc, &e) && !e.code)
 			err_set(&e, -EIO, "cannot join the other nodes");
 	}
 	if (e.code || machine_start(pc, &e)) {

@@ -546,8 +546,8 @@ static int alloc_tables(struct dsm *d, struct err *e)
 	d->zero = aligned_alloc(PG, PG);
 	d->copy = malloc(PG);
 	d->wire = malloc(WIRE_HDR + PG);
-	if (!d->cache || !d->t_fault || !d->events || !d->dir || !d->saved || !d->bounce ||
-	    !d->zero || !d->copy || !d->wire)
+	if (!d->cache || !d->t_fault || !d->events || !d->dir || !d->saved ||
+	    !d->bounce || !d->zero || !d->copy || !d->wire)
 		return err_set(e, -ENOMEM, "dsm: out of memory for %lu pages",
 			       (unsigned long)d->npages);
 	memset(d->zero, 0, PG);

@@ -39,7 +39,7 @@ struct cluster_node {
 	const struct cluster_config *cfg;
 	int self;
 	struct transport *t;
-	struct dsm *dsm; /* guest RAM, on every node */
+	struct dsm *dsm;     /* guest RAM, on every node */
 	struct vmlink *link; /* the VM's parts on the other nodes */
 	pthread_t peer_vm_thread;
 	bool peer_vm_running; /* peers: the VM thread has not returned */

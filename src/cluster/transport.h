@@ -36,14 +36,14 @@ enum msg_type {
 	MSG_DSM = 80,	   /* 80-89: guest memory DSM (cluster/dsm.c) */
 	MSG_DSM_TOOL = 81, /* DSM test and benchmark tools' control */
 	/* 90-99: the VM across nodes (cluster/vmlink.c) */
-	MSG_IO_REQ = 90,	 /* port/MMIO access for the device's home */
-	MSG_IO_RESP = 91,	 /* its answer */
-	MSG_CFG_REQ = 92,	 /* PCI config access for a remote slot */
+	MSG_IO_REQ = 90,      /* port/MMIO access for the device's home */
+	MSG_IO_RESP = 91,     /* its answer */
+	MSG_CFG_REQ = 92,     /* PCI config access for a remote slot */
 	MSG_IRQ_DELIVER = 93, /* an APIC message for a vCPU there */
-	MSG_IRQ_EOI = 94,	 /* level EOI for node 0's IOAPIC */
-	MSG_IRQ_LINE = 95,	 /* a device's GSI for node 0's IOAPIC */
+	MSG_IRQ_EOI = 94,     /* level EOI for node 0's IOAPIC */
+	MSG_IRQ_LINE = 95,    /* a device's GSI for node 0's IOAPIC */
 	MSG_APIC_TARGET = 96, /* a LAPIC's addressing changed */
-	MSG_NODE_READY = 97,	 /* a peer's part of the VM is built */
+	MSG_NODE_READY = 97,  /* a peer's part of the VM is built */
 };
 
 enum peer_event {

@@ -240,7 +240,7 @@ static void learn_doorbell(struct vmlink *l, const struct io_resp_wire *r)
 
 	if (slot < 0 || !r->db_len ||
 	    slot != pci_slot_of_window(IO_SPACE_MMIO,
-					r->db_base + r->db_len - 1))
+				       r->db_base + r->db_len - 1))
 		return;
 	pthread_mutex_lock(&l->wlock);
 	l->db[slot].base = r->db_base;
@@ -272,8 +272,7 @@ static bool forward_io(void *opaque, enum io_space space, uint64_t addr,
 		return true;
 	}
 	count(&l->fwd_sync);
-	if (!request(l, home, MSG_IO_REQ, &w, sizeof(w), vcpu_id,
-		     &r)) {
+	if (!request(l, home, MSG_IO_REQ, &w, sizeof(w), vcpu_id, &r)) {
 		if (!is_write)
 			memset(data, 0xff, len);
 		return true;
@@ -364,8 +363,8 @@ static void serve_io(struct vmlink *l, int from, const struct io_wire *w)
 	pthread_rwlock_rdlock(&l->pc_lock);
 	pc = l->pc;
 	if (pc) {
-		r.ok = ioreg_dispatch_local(&pc->vm.io, w->space, w->addr,
-					    data, w->len, w->write, w->vcpu);
+		r.ok = ioreg_dispatch_local(&pc->vm.io, w->space, w->addr, data,
+					    w->len, w->write, w->vcpu);
 		if (w->space == IO_SPACE_MMIO)
 			doorbell_of(pc, w->addr, &r);
 	}
@@ -600,8 +599,8 @@ static bool size_ok(struct vmlink *l, uint32_t len, size_t want)
 	return false;
 }
 
-bool vmlink_handle_msg(struct vmlink *l, int from, uint16_t type,
-		       const void *p, uint32_t len)
+bool vmlink_handle_msg(struct vmlink *l, int from, uint16_t type, const void *p,
+		       uint32_t len)
 {
 	struct io_resp_wire r;
 	struct irq_wire iw;
@@ -722,9 +721,8 @@ int vmlink_wait_ready(struct vmlink *l, unsigned int timeout_ms, struct err *e)
 		for (int i = 1; i < l->cfg->nnodes && missing < 0; i++)
 			if (!l->ready[i])
 				missing = i;
-		if (missing < 0 ||
-		    pthread_cond_timedwait(&l->qcond, &l->qlock, &dl) ==
-			    ETIMEDOUT)
+		if (missing < 0 || pthread_cond_timedwait(&l->qcond, &l->qlock,
+							  &dl) == ETIMEDOUT)
 			break;
 	}
 	pthread_mutex_unlock(&l->qlock);
@@ -738,19 +736,17 @@ int vmlink_wait_ready(struct vmlink *l, unsigned int timeout_ms, struct err *e)
 
 json_t *vmlink_stats_json(struct vmlink *l)
 {
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "io_forwarded",
-			 (json_int_t)l->fwd_sync, "doorbells_forwarded",
-			 (json_int_t)l->fwd_oneway, "cfg_forwarded",
-			 (json_int_t)l->fwd_cfg, "served",
-			 (json_int_t)l->served, "irqs_sent",
-			 (json_int_t)l->irqs_sent, "irqs_recv",
-			 (json_int_t)l->irqs_recv, "refused",
-			 (json_int_t)l->refused);
+	return json_pack(
+		"{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "io_forwarded",
+		(json_int_t)l->fwd_sync, "doorbells_forwarded",
+		(json_int_t)l->fwd_oneway, "cfg_forwarded",
+		(json_int_t)l->fwd_cfg, "served", (json_int_t)l->served,
+		"irqs_sent", (json_int_t)l->irqs_sent, "irqs_recv",
+		(json_int_t)l->irqs_recv, "refused", (json_int_t)l->refused);
 }
 
-int vmlink_create(struct vmlink **out, const struct cluster_config *c,
-		  int self, struct transport *t, struct dsm *dsm,
-		  struct err *e)
+int vmlink_create(struct vmlink **out, const struct cluster_config *c, int self,
+		  struct transport *t, struct dsm *dsm, struct err *e)
 {
 	struct vmlink *l = calloc(1, sizeof(*l));
 	int rc;

@@ -22,9 +22,8 @@
 
 struct vmlink;
 
-int vmlink_create(struct vmlink **out, const struct cluster_config *c,
-		  int self, struct transport *t, struct dsm *dsm,
-		  struct err *e);
+int vmlink_create(struct vmlink **out, const struct cluster_config *c, int self,
+		  struct transport *t, struct dsm *dsm, struct err *e);
 void vmlink_destroy(struct vmlink *l);
 
 /* This node's part of the machine, and the hooks to the others. */
@@ -36,8 +35,7 @@ void vmlink_detach(struct vmlink *l);
 /* Peers: tell node 0 our part is built. */
 void vmlink_send_ready(struct vmlink *l);
 /* Node 0: wait until every peer is ready; e says which is not. */
-int vmlink_wait_ready(struct vmlink *l, unsigned int timeout_ms,
-		      struct err *e);
+int vmlink_wait_ready(struct vmlink *l, unsigned int timeout_ms, struct err *e);
 
 /* Messages 90-99; true if it was one of them. Transport thread. */
 bool vmlink_handle_msg(struct vmlink *l, int from, uint16_t type,

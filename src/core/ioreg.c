@@ -137,8 +137,7 @@ bool ioreg_dispatch(struct io_registry *r, enum io_space space, uint64_t addr,
 		       vcpu_id);
 }
 
-void ioreg_set_default(struct io_registry *r, ioreg_default_fn fn,
-		       void *opaque)
+void ioreg_set_default(struct io_registry *r, ioreg_default_fn fn, void *opaque)
 {
 	r->dflt = fn;
 	r->dflt_opaque = opaque;

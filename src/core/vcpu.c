@@ -76,9 +76,9 @@ static void handle_msr(struct vcpu *v)
 	if (v->vm->uchip.msr)
 		rc = v->vm->uchip.msr(v->vm->uchip.opaque, v, is_write,
 				      run->msr.index, &data);
-	if (rc == -ENOENT && ioreg_first_unknown(&v->vm->io, IO_SPACE_PIO,
-						 0x100000000ULL +
-							 run->msr.index))
+	if (rc == -ENOENT &&
+	    ioreg_first_unknown(&v->vm->io, IO_SPACE_PIO,
+				0x100000000ULL + run->msr.index))
 		pr_warn("vCPU %d: guest %s unknown MSR 0x%x; #GP "
 			"(logged once)",
 			v->id, is_write ? "wrote" : "read", run->msr.index);
@@ -143,8 +143,9 @@ static bool handle_exit(struct vcpu *v)
 		/* Only without an in-kernel LAPIC: ours wakes it. */
 		count_exit(v, VCPU_EXIT_HLT);
 		if (!v->vm->uchip.halt) {
-			vcpu_fail(v, "halted with no interrupt controller, "
-				     "exit",
+			vcpu_fail(v,
+				  "halted with no interrupt controller, "
+				  "exit",
 				  0);
 			return false;
 		}
@@ -222,7 +223,8 @@ static void *vcpu_thread(void *arg)
 		if (atomic_load(&vm->state) != VM_RUNNING &&
 		    !wait_while_paused(v))
 			break;
-		if (vm->uchip.prepare && !vm->uchip.prepare(vm->uchip.opaque, v))
+		if (vm->uchip.prepare &&
+		    !vm->uchip.prepare(vm->uchip.opaque, v))
 			continue;
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR) {
@@ -272,8 +274,7 @@ void vcpu_block(struct vcpu *v, bool (*ready)(void *arg), void *arg)
 	pthread_mutex_lock(&v->wlock);
 	while (!v->wake) {
 		pthread_mutex_unlock(&v->wlock);
-		if (ready(arg) ||
-		    atomic_load(&v->vm->state) != VM_RUNNING) {
+		if (ready(arg) || atomic_load(&v->vm->state) != VM_RUNNING) {
 			pthread_mutex_lock(&v->wlock);
 			break;
 		}

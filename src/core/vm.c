@@ -127,10 +127,9 @@ static int setup_memory(struct vm *vm, uint64_t ram_size, uint8_t *ram,
  */
 static int setup_user_msrs(struct vm *vm, struct err *e)
 {
-	struct kvm_enable_cap cap = {
-		.cap = KVM_CAP_X86_USER_SPACE_MSR,
-		.args = {KVM_MSR_EXIT_REASON_INVAL |
-			 KVM_MSR_EXIT_REASON_FILTER}};
+	struct kvm_enable_cap cap = {.cap = KVM_CAP_X86_USER_SPACE_MSR,
+				     .args = {KVM_MSR_EXIT_REASON_INVAL |
+					      KVM_MSR_EXIT_REASON_FILTER}};
 	static uint8_t deny[1]; /* one MSR per range, bit clear = deny */
 	struct kvm_msr_filter f = {.flags = KVM_MSR_FILTER_DEFAULT_ALLOW};
 	int rc;
@@ -225,7 +224,8 @@ static int create_vcpu(struct vm *vm, struct vcpu *v, int id, struct err *e)
 	return set_vcpu_msrs(v, e);
 }
 
-static int create_vcpus(struct vm *vm, uint64_t local_cpus, struct err *e)
+static int create_vcpus(struct vm *vm, const struct vm_config *cfg,
+			struct err *e)
 {
 	int rc;
 
@@ -240,7 +240,8 @@ static int create_vcpus(struct vm *vm, uint64_t local_cpus, struct err *e)
 	rc = cpuid_get_supported(vm->kvm_fd, &vm->cpuid, e);
 	for (int i = 0; !rc && i < vm->ncpus; i++) {
 		rc = create_vcpu(vm, &vm->vcpus[i], i, e);
-		vm->vcpus[i].local = !local_cpus || (local_cpus >> i & 1);
+		vm->vcpus[i].local =
+			!cfg->partial || (cfg->local_cpus >> i & 1);
 	}
 	return rc;
 }
@@ -301,7 +302,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct err *e)
 	if (!rc)
 		rc = setup_irqchip(vm, e);
 	if (!rc)
-		rc = create_vcpus(vm, cfg->local_cpus, e);
+		rc = create_vcpus(vm, cfg, e);
 	return rc;
 }
 

@@ -36,7 +36,7 @@ enum vcpu_exit_kind {
 	VCPU_EXIT_INTR, /* KVM_RUN interrupted by a signal / kick */
 	VCPU_EXIT_SHUTDOWN,
 	VCPU_EXIT_SYSTEM_EVENT,
-	VCPU_EXIT_MSR,	       /* userspace MSR (user irqchip) */
+	VCPU_EXIT_MSR,	      /* userspace MSR (user irqchip) */
 	VCPU_EXIT_IRQ_WINDOW, /* interrupt window opened (user irqchip) */
 	VCPU_EXIT_OTHER,
 	VCPU_EXIT_KINDS
@@ -109,9 +109,10 @@ struct vm_config {
 	const char *kvm_path;
 	uint64_t ram_size;
 	int ncpus;
-	uint8_t *ram; /* ram_size bytes the caller keeps; NULL: allocate */
-	bool user_irqchip;   /* interrupt controllers in dvmm, not KVM */
-	uint64_t local_cpus; /* vCPUs this process runs (bit per id); 0: all */
+	uint8_t *ram;	   /* ram_size bytes the caller keeps; NULL: allocate */
+	bool user_irqchip; /* interrupt controllers in dvmm, not KVM */
+	bool partial;	   /* a cluster node: runs only local_cpus */
+	uint64_t local_cpus; /* the vCPUs this process runs (bit per id) */
 };
 
 struct vm {

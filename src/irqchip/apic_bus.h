@@ -26,13 +26,13 @@ enum apic_delivery {
 enum apic_shorthand {
 	APIC_SH_NONE = 0,
 	APIC_SH_SELF = 1,
-	APIC_SH_ALL = 2,	  /* all including self */
+	APIC_SH_ALL = 2, /* all including self */
 	APIC_SH_ALL_BUT_SELF = 3,
 };
 
 /* One interrupt message on the (virtual) APIC bus. */
 struct apic_msg {
-	uint32_t dest;	   /* physical APIC ID, or logical destination */
+	uint32_t dest; /* physical APIC ID, or logical destination */
 	uint8_t vector;
 	uint8_t delivery;  /* enum apic_delivery */
 	uint8_t shorthand; /* enum apic_shorthand */
@@ -46,9 +46,9 @@ struct apic_msg {
 
 /* What a LAPIC looks like to the destination matcher. */
 struct apic_target {
-	int vcpu;	  /* vCPU index */
-	uint32_t apic_id; /* x2APIC ID (== initial APIC ID) */
-	uint32_t ldr;	  /* logical destination register as the guest sees
+	int vcpu;	   /* vCPU index */
+	uint32_t apic_id;  /* x2APIC ID (== initial APIC ID) */
+	uint32_t ldr;	   /* logical destination register as the guest sees
 			     it: xAPIC bits 31:24, x2APIC the whole 32 bits */
 	uint8_t dfr_model; /* xAPIC DFR bits 31:28: 0xf flat, 0x0 cluster */
 	bool x2apic;	   /* in x2APIC mode */

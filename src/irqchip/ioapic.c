@@ -44,9 +44,9 @@
 #define RTE_MASKED (1ULL << 16)
 #define RTE_DEST_SHIFT 56
 #define RTE_DEST_MASK 0xffULL
-#define RTE_WRITABLE                                                        \
-	(RTE_VECTOR | RTE_DELIVERY_MASK << RTE_DELIVERY_SHIFT |             \
-	 RTE_DEST_LOGICAL | RTE_POLARITY_LOW | RTE_LEVEL | RTE_MASKED |     \
+#define RTE_WRITABLE                                                    \
+	(RTE_VECTOR | RTE_DELIVERY_MASK << RTE_DELIVERY_SHIFT |         \
+	 RTE_DEST_LOGICAL | RTE_POLARITY_LOW | RTE_LEVEL | RTE_MASKED | \
 	 RTE_DEST_MASK << RTE_DEST_SHIFT)
 
 /* Messages to send once the lock is dropped (each pin at most once). */
@@ -66,8 +66,8 @@ static struct apic_msg rte_to_msg(uint64_t e)
 	struct apic_msg m = {
 		.dest = (uint32_t)((e >> RTE_DEST_SHIFT) & RTE_DEST_MASK),
 		.vector = (uint8_t)(e & RTE_VECTOR),
-		.delivery =
-			(uint8_t)((e >> RTE_DELIVERY_SHIFT) & RTE_DELIVERY_MASK),
+		.delivery = (uint8_t)((e >> RTE_DELIVERY_SHIFT) &
+				      RTE_DELIVERY_MASK),
 		.shorthand = APIC_SH_NONE,
 		.logical = e & RTE_DEST_LOGICAL,
 		.level = e & RTE_LEVEL,

@@ -64,14 +64,14 @@ struct lapic {
 
 	uint64_t apic_base; /* IA32_APIC_BASE */
 	uint32_t tpr, ldr, dfr, svr, esr, esr_pending, icr_hi;
-	uint32_t icr_lo;   /* ICR bits 31:0 as last written */
-	uint8_t xapic_id;  /* xAPIC ID register bits 31:24 (writable) */
-	uint32_t lvt[7]; /* CMCI, timer, thermal, perf, LINT0, LINT1, error */
+	uint32_t icr_lo;  /* ICR bits 31:0 as last written */
+	uint8_t xapic_id; /* xAPIC ID register bits 31:24 (writable) */
+	uint32_t lvt[7];  /* CMCI, timer, thermal, perf, LINT0, LINT1, error */
 	uint32_t irr[8], isr[8], tmr[8];
 	uint32_t tdcr, tmict;
 	uint64_t timer_start_ns;    /* when the current count was loaded */
 	uint64_t timer_deadline_ns; /* armed deadline, 0 if none */
-	uint64_t timer_seq; /* bumped on each deadline change (timer_arm sync) */
+	uint64_t timer_seq;	    /* deadline changes, for timer_arm */
 	uint64_t tsc_deadline;	    /* IA32_TSC_DEADLINE value */
 	unsigned int events;	    /* enum lapic_event bits pending */
 	uint8_t sipi_vector;

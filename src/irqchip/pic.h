@@ -26,7 +26,7 @@ struct pic_chip {
 	bool icw4_needed, single, auto_eoi, special_mask, poll, read_isr;
 	uint8_t priority_add; /* rotation */
 	uint8_t elcr_mask;
-	bool rotate_on_auto_eoi; /* OCW2 R=1 SL=0 EOI=0 */
+	bool rotate_on_auto_eoi;   /* OCW2 R=1 SL=0 EOI=0 */
 	bool special_fully_nested; /* ICW4 SFNM (master) */
 };
 

@@ -76,8 +76,7 @@ static uint64_t ns_to_ticks(uint64_t ns)
 static uint64_t ticks_to_ns(uint64_t ticks)
 {
 	unsigned __int128 ns =
-		((unsigned __int128)ticks * NSEC_PER_SEC + PIT_HZ - 1) /
-		PIT_HZ;
+		((unsigned __int128)ticks * NSEC_PER_SEC + PIT_HZ - 1) / PIT_HZ;
 
 	return ns > UINT64_MAX ? UINT64_MAX : (uint64_t)ns;
 }
@@ -273,7 +272,7 @@ static uint8_t ch_read_latch(struct pit_channel *c)
 	c->latched = false;
 	c->latch_msb_next = false;
 	return c->rw_mode == RW_MSB || c->rw_mode == RW_WORD ? v >> 8 :
-							      v & 0xff;
+							       v & 0xff;
 }
 
 static uint8_t ch_read_live(struct pit_channel *c, uint64_t now)
@@ -356,8 +355,8 @@ static void pit_ch0_schedule(struct pit *p, uint64_t now)
 		p->next_irq_ns = ch_next_period(c, now);
 		break;
 	case 4: /* OUT rises again one clock after terminal count */
-		p->next_irq_ns =
-			add_sat(c->load_ns, ticks_to_ns((uint64_t)c->count + 1));
+		p->next_irq_ns = add_sat(c->load_ns,
+					 ticks_to_ns((uint64_t)c->count + 1));
 		break;
 	default:
 		break;
@@ -545,8 +544,7 @@ static void pit_port61_io(void *opaque, uint64_t offset, uint8_t *data,
 			  uint32_t len, bool is_write, int vcpu_id)
 {
 	(void)vcpu_id;
-	pit_io(opaque, (uint16_t)(PORT_SYS_CTRL + offset), data, len,
-	       is_write);
+	pit_io(opaque, (uint16_t)(PORT_SYS_CTRL + offset), data, len, is_write);
 }
 
 static int pit_register(struct pit *p, struct io_registry *io)

@@ -26,11 +26,11 @@ struct pit_ops {
 };
 
 struct pit_channel {
-	uint32_t count; /* reload value (0 means 65536) */
+	uint32_t count;	  /* reload value (0 means 65536) */
 	uint64_t load_ns; /* when counting started */
 	uint8_t mode, rw_mode, bcd;
 	bool gate;
-	bool counting;	/* count written, counting */
+	bool counting; /* count written, counting */
 	bool latched;
 	uint16_t latch;
 	bool status_latched;
@@ -48,15 +48,15 @@ struct pit {
 	const struct pit_ops *ops;
 	void *opaque;
 	struct pit_channel ch[3];
-	uint64_t next_irq_ns; /* channel 0: next tick armed, 0 if none */
-	uint8_t port61;	      /* speaker/gate bits the guest wrote */
-	uint64_t ticks;	      /* stats: IRQ 0 edges raised */
+	uint64_t next_irq_ns;	/* channel 0: next tick armed, 0 if none */
+	uint8_t port61;		/* speaker/gate bits the guest wrote */
+	uint64_t ticks;		/* stats: IRQ 0 edges raised */
 	struct io_registry *io; /* NULL: no ports registered */
 	bool refresh;		/* port 0x61 bit 4, flips on each read */
 	/* Channel 0 output as the host sees it; ops are called outside the
 	   lock by one thread at a time (see pit_sync). */
-	int irq0_level;	  /* wanted IRQ 0 level (mode 0 terminal count) */
-	int irq0_sent;	  /* last level passed to ops->irq0 */
+	int irq0_level;	    /* wanted IRQ 0 level (mode 0 terminal count) */
+	int irq0_sent;	    /* last level passed to ops->irq0 */
 	bool pulse_pending; /* a periodic tick owes an IRQ 0 pulse */
 	uint64_t armed_ns;  /* last deadline passed to ops->timer_arm */
 	bool syncing;	    /* a thread is calling the ops */

@@ -306,8 +306,8 @@ static bool is_lapic_msr(uint32_t index)
 	       (index >= MSR_X2APIC_FIRST && index <= MSR_X2APIC_LAST);
 }
 
-static int hook_msr(void *opaque, struct vcpu *v, bool is_write,
-		    uint32_t index, uint64_t *data)
+static int hook_msr(void *opaque, struct vcpu *v, bool is_write, uint32_t index,
+		    uint64_t *data)
 {
 	struct userchip *uc = opaque;
 	int rc;
@@ -527,7 +527,7 @@ static int start_timers(struct userchip *uc, struct err *e)
 		rc = add_timerfd(uc, PIT_TIMER_TAG, &uc->pit_tfd);
 	if (!rc)
 		rc = thread_start_nosignals(&uc->timer_thread, timer_thread,
-					     uc);
+					    uc);
 	if (rc)
 		return err_set(e, rc, "cannot start the timer thread: %s",
 			       strerror(-rc));
@@ -554,8 +554,9 @@ static int init_lapics(struct userchip *uc, struct err *e)
 			continue;
 		if (ioctl(vm->vcpus[v].fd, KVM_GET_REGS, &c->reset_regs) ||
 		    ioctl(vm->vcpus[v].fd, KVM_GET_SREGS, &c->reset_sregs))
-			return err_set(e, -errno, "vCPU %d: cannot read its "
-						  "registers: %s",
+			return err_set(e, -errno,
+				       "vCPU %d: cannot read its "
+				       "registers: %s",
 				       v, strerror(errno));
 		c->wait_sipi = v != 0;
 		lapic_init(&uc->lapic[v], v, (uint32_t)v, v == 0,
@@ -610,8 +611,8 @@ int userchip_create(struct userchip *uc, struct vm *vm, bool with_ioapic,
 		rc = init_lapics(uc, e);
 	if (!rc) {
 		rc = ioreg_register(&vm->io, IO_SPACE_MMIO, LAPIC_MMIO_BASE,
-				   LAPIC_MMIO_SIZE, lapic_mmio_io, uc,
-				   "lapic");
+				    LAPIC_MMIO_SIZE, lapic_mmio_io, uc,
+				    "lapic");
 		if (rc)
 			err_set(e, rc, "cannot register the LAPIC page");
 		uc->lapic_mmio_up = !rc;
@@ -681,12 +682,13 @@ json_t *userchip_stats_json(struct userchip *uc)
 		if (!uc->vm->vcpus[v].local)
 			continue;
 		json_array_append_new(
-			a, json_pack("{s:i, s:I, s:I, s:I, s:I, s:I}", "vcpu", v,
-				     "injected", (json_int_t)c->injected,
-				     "timer", (json_int_t)uc->lapic[v].timer_fired,
-				     "nmi", (json_int_t)c->nmis, "init",
-				     (json_int_t)c->inits, "sipi",
-				     (json_int_t)c->sipis));
+			a,
+			json_pack("{s:i, s:I, s:I, s:I, s:I, s:I}", "vcpu", v,
+				  "injected", (json_int_t)c->injected, "timer",
+				  (json_int_t)uc->lapic[v].timer_fired, "nmi",
+				  (json_int_t)c->nmis, "init",
+				  (json_int_t)c->inits, "sipi",
+				  (json_int_t)c->sipis));
 	}
 	return a;
 }

@@ -484,6 +484,7 @@ int machine_create(struct machine *pc, const struct machine_config *cfg,
 				 .ncpus = cfg->ncpus,
 				 .ram = cfg->ram,
 				 .user_irqchip = cfg->user_irqchip || cl,
+				 .partial = cl != NULL,
 				 .local_cpus = cl ? cl->local_cpus : 0};
 	int rc;
 

@@ -39,17 +39,17 @@ struct machine_nic {
  */
 struct machine_cluster {
 	int self;
-	uint64_t local_cpus;			/* bit per vCPU run here */
-	int nvirtio;				/* devices in machine order: */
-	int virtio_home[MACHINE_MAX_VIRTIO];	/* disks, nics, rng, vconsole */
-	struct userchip_remote remote;		/* interrupts to other nodes */
-	pci_remote_cfg_fn remote_cfg;		/* config of remote slots */
+	uint64_t local_cpus;		     /* bit per vCPU run here */
+	int nvirtio;			     /* devices in machine order: */
+	int virtio_home[MACHINE_MAX_VIRTIO]; /* disks, nics, rng, vconsole */
+	struct userchip_remote remote;	     /* interrupts to other nodes */
+	pci_remote_cfg_fn remote_cfg;	     /* config of remote slots */
 	void *remote_cfg_opaque;
-	ioreg_default_fn forward;		/* accesses nothing here claims */
+	ioreg_default_fn forward; /* accesses nothing here claims */
 	void *forward_opaque;
-	io_handler_fn cf9;			/* nodes but 0: the reset port */
+	io_handler_fn cf9; /* nodes but 0: the reset port */
 	void *cf9_opaque;
-	node_info_events_fn events;		/* DSM traffic per page range */
+	node_info_events_fn events; /* DSM traffic per page range */
 	void *events_opaque;
 };
 

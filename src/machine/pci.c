@@ -543,8 +543,7 @@ static int alloc_in(uint64_t *next, uint64_t end, uint64_t size, uint64_t *out)
 	return 0;
 }
 
-void pci_bus_set_cluster(struct pci_bus *b, pci_remote_cfg_fn fn,
-			 void *opaque)
+void pci_bus_set_cluster(struct pci_bus *b, pci_remote_cfg_fn fn, void *opaque)
 {
 	b->slot_windows = true;
 	b->remote_cfg = fn;

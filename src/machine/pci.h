@@ -100,8 +100,8 @@ struct pci_bus {
 	uint32_t io_next;
 	io_handler_fn cf9;
 	void *cf9_opaque;
-	bool slot_windows;		 /* BARs in per-slot windows */
-	int slot_home[PCI_MAX_SLOTS];	 /* remote slots: home node; else -1 */
+	bool slot_windows;	      /* BARs in per-slot windows */
+	int slot_home[PCI_MAX_SLOTS]; /* remote slots: home node; else -1 */
 	pci_remote_cfg_fn remote_cfg;
 	void *remote_opaque;
 };
@@ -163,8 +163,7 @@ int pci_bus_add(struct pci_bus *b, struct pci_device *d);
  * (PCI_MMIO_BASE + s * PCI_SLOT_MMIO_WINDOW, I/O likewise), and send the
  * config accesses of remote slots to @fn. Before any pci_bus_add.
  */
-void pci_bus_set_cluster(struct pci_bus *b, pci_remote_cfg_fn fn,
-			 void *opaque);
+void pci_bus_set_cluster(struct pci_bus *b, pci_remote_cfg_fn fn, void *opaque);
 /* Slot @slot belongs to a device on node @node: pci_bus_add skips it. */
 int pci_bus_set_remote_slot(struct pci_bus *b, int slot, int node);
 /* The slot whose cluster BAR window holds @addr, or -1. */

@@ -207,10 +207,10 @@ t_cluster_unreachable_node() {
 t_cluster_bad_files() {
 	cluster_file "$TMP/c.json" "000102030405060708090a0b0c0d0e0f" \
 		127.0.0.1 7001 7002 ''
-	sed 's/"vcpus": \[0\]/"vcpus": [0, 1]/' "$TMP/c.json" >"$TMP/v.json"
+	sed 's/"vcpus": \[0\]/"vcpus": [1, 0]/' "$TMP/c.json" >"$TMP/v.json"
 	run_dvmm 20 "$TMP/out" node --cluster "$TMP/v.json" --id 0
 	expect_rc 1 && one_line "$TMP/out" && grep -q \
-		'v.json:vcpus\[1\]: vCPUs on node 1 need distributed memory (not yet supported)' \
+		'v.json:vcpus\[0\]: the boot vCPU must be on node 0, not 1' \
 		"$TMP/out" || return 1
 	sed 's/"secret": "[0-9a-f]*"/"secret": "0011"/' "$TMP/c.json" \
 		>"$TMP/s.json"

@@ -223,14 +223,16 @@ t_blk_readonly() {
 
 # The guest talks ARP, ICMP and UDP to a peer on the host side of a tap
 # that lives in a namespace this test creates and removes.
-net_test() { # doorbell-mode
-	make_netns "net-$1" || return 1
+net_test() { # doorbell-mode [extra dvmm options...]
+	mode=$1
+	shift
+	make_netns "net-$mode" || return 1
 	ip netns exec "$NS" "$TOOLS/udp_echo" $NET_HOST_ADDR $NET_PORT 200 \
 		>"$TMP/echo" 2>&1 &
 	BG_PIDS="$BG_PIDS $!"
 	wait_for "grep -q ready $TMP/echo" 20 "the UDP echo server" || return 1
 	run_dvmm_ns "$NS" 240 "$TMP/out" run --cpus 2 \
-		--kernel "$GUEST" --net tap=tap0 --doorbell "$1" \
+		--kernel "$GUEST" --net tap=tap0 --doorbell "$mode" "$@" \
 		--cmdline "tests=pci,net net_ip=$NET_GUEST_ADDR net_peer=$NET_HOST_ADDR net_port=$NET_PORT"
 	expect_rc 0 && expect_passes "$TMP/out" pci net || return 1
 	grep -q '^echoed [1-9]' "$TMP/echo" ||
@@ -258,6 +260,8 @@ t_virtio_bad_options() {
 }
 
 . "$(dirname "$0")/cluster.sh"
+
+. "$(dirname "$0")/multinode.sh"
 
 . "$(dirname "$0")/linux.sh"
 

@@ -279,9 +279,8 @@ static const struct bad_case bad_cases[] = {
 	{"nodes/0/port", "7001", "nodes 0 and 1 both have address"},
 	{"vcpus", NULL, "c.json:vcpus: missing"},
 	{"vcpus", "[]", "c.json:vcpus: must be a list of 1 to 64"},
-	{"vcpus/1", "1",
-	 "c.json:vcpus[1]: vCPUs on node 1 need distributed memory "
-	 "(not yet supported)"},
+	{"vcpus/0", "1",
+	 "c.json:vcpus[0]: the boot vCPU must be on node 0, not 1"},
 	{"vcpus/1", "5", "c.json:vcpus[1]: node 5 is not in nodes"},
 	{"vcpus/0", "\"0\"", "c.json:vcpus[0]: must be a node id"},
 	{"devices", "{}", "c.json:devices: must be a list"},
@@ -289,9 +288,7 @@ static const struct bad_case bad_cases[] = {
 	{"devices/0/type", NULL, "c.json:devices[0].type: missing"},
 	{"devices/0/type", "\"floppy\"", "'floppy' is not disk, net"},
 	{"devices/0/node", NULL, "c.json:devices[0].node: missing"},
-	{"devices/0/node", "1",
-	 "c.json:devices[0].node: devices on node 1 need remote device "
-	 "access (not yet supported)"},
+	{"devices/0/node", "9", "c.json:devices[0].node:"},
 	{"devices/0/path", NULL, "c.json:devices[0].path: missing"},
 	{"devices/0/readonly", "\"yes\"", "devices[0].readonly: must be true"},
 	{"devices/0/size", "1", "c.json:devices[0]: unknown field 'size'"},
