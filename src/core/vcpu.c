@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "core/vcpu.h"
 #include "util/log.h"
@@ -211,6 +213,9 @@ static void *vcpu_thread(void *arg)
 	char name[16];
 
 	current_vcpu = v->id;
+	if (vm->vcpu_nice &&
+	    setpriority(PRIO_PROCESS, (id_t)gettid(), vm->vcpu_nice))
+		pr_debug("vCPU %d: setpriority: %s", v->id, strerror(errno));
 	snprintf(name, sizeof(name), "vcpu%d", v->id);
 	pthread_setname_np(pthread_self(), name);
 	for (;;) {

@@ -22,6 +22,7 @@
 #define MSR_IA32_MISC_ENABLE 0x1a0
 #define MISC_ENABLE_FAST_STRING 1ULL
 #define PAUSE_TIMEOUT_SEC 10
+#define VCPU_NICE_CLUSTER 10
 
 const char *const vcpu_exit_kind_names[VCPU_EXIT_KINDS] = {
 	[VCPU_EXIT_IO] = "io",
@@ -271,6 +272,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct err *e)
 	vm->kvm_fd = vm->vm_fd = -1;
 	vm->ncpus = cfg->ncpus;
 	vm->user_irqchip = cfg->user_irqchip;
+	vm->vcpu_nice = cfg->partial ? VCPU_NICE_CLUSTER : 0;
 	if (cfg->ncpus < 1 || cfg->ncpus > VM_MAX_CPUS)
 		return err_set(e, -EINVAL, "--cpus must be 1..%d", VM_MAX_CPUS);
 	rc = init_sync(vm, e);

@@ -127,6 +127,12 @@ struct vm {
 	struct vm_lifecycle lc;	  /* handed to devices */
 	struct kvm_cpuid2 *cpuid; /* supported CPUID, patched per vCPU */
 	bool user_irqchip;
+	/*
+	 * Nice value of the vCPU threads (0: unchanged). A cluster node
+	 * lowers them so that the threads that move pages and messages
+	 * between the nodes get a core at once when a spinning vCPU has it.
+	 */
+	int vcpu_nice;
 	struct vcpu_irq_hooks uchip; /* set before vm_start if user_irqchip */
 
 	pthread_mutex_t lock;
