@@ -524,8 +524,8 @@ static void spread_vcpus(struct cluster_config *c)
 
 /*
  * Devices away from the boot vCPU that drives them at first: disks from
- * node 1 on, the rng and the vconsole on the last node; NICs stay on node
- * 0 (their tap is on the host the user started dvmm on).
+ * node 1 on, the rng, the vconsole and the NICs on the last node (a NIC's
+ * tap is opened in that node's network namespace).
  */
 static void spread_devices(struct cluster_config *c)
 {
@@ -537,7 +537,8 @@ static void spread_devices(struct cluster_config *c)
 		if (d->type == CLUSTER_DEV_DISK)
 			d->node = 1 + disk++ % (c->nnodes - 1);
 		else if (d->type == CLUSTER_DEV_RNG ||
-			 d->type == CLUSTER_DEV_VCONSOLE)
+			 d->type == CLUSTER_DEV_VCONSOLE ||
+			 d->type == CLUSTER_DEV_NET)
 			d->node = c->nnodes - 1;
 	}
 }

@@ -559,11 +559,16 @@ static json_t *vm_stats(struct machine *pc)
 	for (int k = 0; k < VCPU_EXIT_KINDS; k++)
 		json_object_set_new(sum, vcpu_exit_kind_names[k],
 				    json_integer((json_int_t)totals[k]));
-	return json_pack("{s:s, s:f, s:o, s:o, s:I, s:o}", "state",
-			 vm_state_names[vm_get_state(&pc->vm)], "uptime_s",
-			 vm_uptime(&pc->vm), "exits", sum, "vcpus", cpus,
-			 "console_tx_bytes", (json_int_t)pc->uart.tx_bytes,
-			 "virtio", virtio_stats(pc));
+	json_t *o = json_pack("{s:s, s:f, s:o, s:o, s:I, s:o}", "state",
+			      vm_state_names[vm_get_state(&pc->vm)], "uptime_s",
+			      vm_uptime(&pc->vm), "exits", sum, "vcpus", cpus,
+			      "console_tx_bytes", (json_int_t)pc->uart.tx_bytes,
+			      "virtio", virtio_stats(pc));
+
+	if (o && pc->uchip) /* the userspace irqchip's counters */
+		json_object_set_new(o, "irqchip",
+				    userchip_stats_json(pc->uchip));
+	return o;
 }
 
 static json_t *op_stats(void *ctx)

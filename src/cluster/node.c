@@ -132,6 +132,8 @@ static void on_peer(void *opaque, int node, enum peer_event ev,
 	if (ev == PEER_UP) {
 		n->peer[node] = PEER_IS_UP; /* the transport logs it */
 	} else {
+		if (n->link)
+			vmlink_peer_down(n->link, node);
 		n->peer[node] = PEER_IS_DOWN;
 		snprintf(n->reason[node], sizeof(n->reason[node]), "%s",
 			 reason && reason[0] ? reason : "connection lost");

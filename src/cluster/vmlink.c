@@ -112,6 +112,7 @@ struct vmlink {
 	pthread_t worker;
 	bool worker_started;
 	bool ready[CLUSTER_MAX_NODES];
+	int down; /* a node that went down, or -1 */
 
 	_Atomic uint64_t fwd_sync, fwd_oneway, fwd_cfg, served, irqs_sent,
 		irqs_recv, refused;
@@ -717,6 +718,8 @@ int vmlink_wait_ready(struct vmlink *l, unsigned int timeout_ms, struct err *e)
 
 	pthread_mutex_lock(&l->qlock);
 	for (;;) {
+		if (l->down >= 0)
+			break;
 		missing = -1;
 		for (int i = 1; i < l->cfg->nnodes && missing < 0; i++)
 			if (!l->ready[i])
@@ -726,12 +729,25 @@ int vmlink_wait_ready(struct vmlink *l, unsigned int timeout_ms, struct err *e)
 			break;
 	}
 	pthread_mutex_unlock(&l->qlock);
+	if (l->down >= 0)
+		return err_set(e, -ECONNRESET,
+			       "node %d went down before the VM started",
+			       l->down);
 	if (missing >= 0)
 		return err_set(e, -ETIMEDOUT,
 			       "node %d did not build its part of the VM "
 			       "within %u ms",
 			       missing, timeout_ms);
 	return 0;
+}
+
+void vmlink_peer_down(struct vmlink *l, int node)
+{
+	pthread_mutex_lock(&l->qlock);
+	if (l->down < 0)
+		l->down = node;
+	pthread_cond_broadcast(&l->qcond);
+	pthread_mutex_unlock(&l->qlock);
 }
 
 json_t *vmlink_stats_json(struct vmlink *l)
@@ -755,6 +771,7 @@ int vmlink_create(struct vmlink **out, const struct cluster_config *c, int self,
 		return err_set(e, -ENOMEM, "out of memory");
 	l->cfg = c;
 	l->self = self;
+	l->down = -1;
 	l->t = t;
 	l->dsm = dsm;
 	l->nvirtio = cluster_config_virtio_homes(c, l->virtio_home);

@@ -37,6 +37,9 @@ void vmlink_send_ready(struct vmlink *l);
 /* Node 0: wait until every peer is ready; e says which is not. */
 int vmlink_wait_ready(struct vmlink *l, unsigned int timeout_ms, struct err *e);
 
+/* A node went down: vmlink_wait_ready gives up at once. */
+void vmlink_peer_down(struct vmlink *l, int node);
+
 /* Messages 90-99; true if it was one of them. Transport thread. */
 bool vmlink_handle_msg(struct vmlink *l, int from, uint16_t type,
 		       const void *payload, uint32_t len);

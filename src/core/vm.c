@@ -131,7 +131,7 @@ static int setup_user_msrs(struct vm *vm, struct err *e)
 	struct kvm_enable_cap cap = {.cap = KVM_CAP_X86_USER_SPACE_MSR,
 				     .args = {KVM_MSR_EXIT_REASON_INVAL |
 					      KVM_MSR_EXIT_REASON_FILTER}};
-	static uint8_t deny[1]; /* one MSR per range, bit clear = deny */
+	uint8_t deny[1] = {0}; /* one MSR per range, bit clear: deny */
 	struct kvm_msr_filter f = {.flags = KVM_MSR_FILTER_DEFAULT_ALLOW};
 	int rc;
 

@@ -105,3 +105,10 @@ t_nodes_bad_irqchip() {
 	run_dvmm 20 "$TMP/out" run --irqchip maybe --kernel "$GUEST"
 	expect_rc 2 && one_line "$TMP/out"
 }
+
+# The NIC on node 1, driven by the boot vCPU on node 0: ARP, ICMP and UDP
+# to a host peer through a tap in the test's namespace.
+t_nodes2_net() {
+	cluster_env
+	net_test ioeventfd --nodes 2
+}
