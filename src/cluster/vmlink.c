@@ -12,14 +12,20 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cluster/vmlink.h"
 #include "core/vcpu.h"
+#include "core/vm_io.h"
 #include "util/log.h"
 #include "util/thread.h"
 
 #define WAIT_SLICE_MS 100
+#define DB_PAGE 4096ULL /* one doorbell page per virtqueue */
+#define DB_MAX_PAGES 16 /* remote doorbells watched per slot */
 #define GUEST_4G (1ULL << 32)
 
 struct io_wire {
@@ -102,7 +108,12 @@ struct vmlink {
 	struct wait_slot waits[VM_MAX_CPUS];
 	struct {
 		uint64_t base, len;
-	} db[PCI_MAX_SLOTS]; /* remote slots' doorbell BARs, as learnt */
+		int fd[DB_MAX_PAGES]; /* ioeventfd per doorbell page, or -1 */
+		uint32_t fd_len[DB_MAX_PAGES];
+	} db[PCI_MAX_SLOTS];	/* remote slots' doorbell BARs, as learnt */
+	int db_epfd, db_stopfd; /* the doorbell forwarder's */
+	pthread_t db_thread;
+	bool db_started;
 	_Atomic uint64_t seq;
 
 	pthread_mutex_t qlock; /* the worker's queue, ready[] */
@@ -235,6 +246,116 @@ static bool cached_doorbell(struct vmlink *l, uint64_t addr)
 	return hit;
 }
 
+/*
+ * Doorbells of a device on another node: a KVM ioeventfd on each of its
+ * doorbell pages here, so a kick costs the guest no exit to dvmm; the
+ * forwarder thread turns each eventfd signal into a one-way write of the
+ * queue number to the home node. Under wlock.
+ */
+static void watch_doorbells(struct vmlink *l, int slot)
+{
+	static const uint32_t lens[] = {0, 2, 4}; /* any length if KVM can */
+	uint64_t pages = l->db[slot].len / DB_PAGE;
+
+	if (!l->pc || l->db_epfd < 0)
+		return;
+	for (uint64_t q = 0; q < pages && q < DB_MAX_PAGES; q++) {
+		uint64_t at = l->db[slot].base + q * DB_PAGE;
+		struct epoll_event ev = {.events = EPOLLIN,
+					 .data.u64 = (uint64_t)slot << 32 | q};
+		int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+
+		if (fd < 0)
+			return;
+		l->db[slot].fd_len[q] = 0;
+		for (size_t i = 0; i < sizeof(lens) / sizeof(*lens); i++) {
+			if (vm_ioeventfd(&l->pc->vm, at, lens[i], fd, true))
+				continue;
+			l->db[slot].fd_len[q] |= 1u << lens[i];
+			if (lens[i] == 0)
+				break;
+		}
+		if (!l->db[slot].fd_len[q] ||
+		    epoll_ctl(l->db_epfd, EPOLL_CTL_ADD, fd, &ev)) {
+			close(fd); /* kicks keep exiting: still forwarded */
+			continue;
+		}
+		l->db[slot].fd[q] = fd;
+	}
+}
+
+static void unwatch_doorbells(struct vmlink *l, int slot)
+{
+	for (int q = 0; q < DB_MAX_PAGES; q++) {
+		uint64_t at = l->db[slot].base + (uint64_t)q * DB_PAGE;
+		int fd = l->db[slot].fd[q];
+
+		if (fd < 0)
+			continue;
+		for (uint32_t b = 0; b <= 4; b++)
+			if (l->pc && (l->db[slot].fd_len[q] & (1u << b)))
+				vm_ioeventfd(&l->pc->vm, at, b, fd, false);
+		epoll_ctl(l->db_epfd, EPOLL_CTL_DEL, fd, NULL);
+		close(fd);
+		l->db[slot].fd[q] = -1;
+	}
+}
+
+/* The forwarder thread: eventfd signals become one-way doorbell writes. */
+static void *doorbell_forwarder(void *arg)
+{
+	struct vmlink *l = arg;
+	struct epoll_event ev[16];
+
+	for (;;) {
+		int n = epoll_wait(l->db_epfd, ev, 16, -1);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return NULL;
+		for (int i = 0; i < n; i++) {
+			uint64_t tag = ev[i].data.u64, cnt;
+			int slot = (int)(tag >> 32), q = (int)(uint32_t)tag;
+			struct io_wire w = {.space = IO_SPACE_MMIO,
+					    .len = 2,
+					    .write = 1,
+					    .oneway = 1};
+			int fd;
+
+			if (tag == UINT64_MAX)
+				return NULL;
+			pthread_mutex_lock(&l->wlock);
+			fd = l->db[slot].fd[q];
+			w.addr = l->db[slot].base + (uint64_t)q * DB_PAGE;
+			pthread_mutex_unlock(&l->wlock);
+			if (fd < 0 ||
+			    read(fd, &cnt, sizeof(cnt)) != sizeof(cnt))
+				continue;
+			w.data[0] =
+				(uint8_t)q; /* the notify value: the queue */
+			count(&l->fwd_oneway);
+			transport_send(l->t, slot_home(l, slot), MSG_IO_REQ, &w,
+				       sizeof(w));
+		}
+	}
+}
+
+static int start_forwarder(struct vmlink *l)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = UINT64_MAX};
+
+	l->db_epfd = epoll_create1(EPOLL_CLOEXEC);
+	l->db_stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (l->db_epfd < 0 || l->db_stopfd < 0 ||
+	    epoll_ctl(l->db_epfd, EPOLL_CTL_ADD, l->db_stopfd, &ev))
+		return -errno;
+	if (thread_start_nosignals(&l->db_thread, doorbell_forwarder, l))
+		return -EAGAIN;
+	l->db_started = true;
+	return 0;
+}
+
 static void learn_doorbell(struct vmlink *l, const struct io_resp_wire *r)
 {
 	int slot = pci_slot_of_window(IO_SPACE_MMIO, r->db_base);
@@ -244,8 +365,12 @@ static void learn_doorbell(struct vmlink *l, const struct io_resp_wire *r)
 				       r->db_base + r->db_len - 1))
 		return;
 	pthread_mutex_lock(&l->wlock);
-	l->db[slot].base = r->db_base;
-	l->db[slot].len = r->db_len;
+	if (l->db[slot].len != r->db_len || l->db[slot].base != r->db_base) {
+		unwatch_doorbells(l, slot);
+		l->db[slot].base = r->db_base;
+		l->db[slot].len = r->db_len;
+		watch_doorbells(l, slot);
+	}
 	pthread_mutex_unlock(&l->wlock);
 }
 
@@ -306,6 +431,7 @@ static void forward_cfg(void *opaque, int node, uint8_t devfn, uint32_t off,
 	if (is_write) {
 		memcpy(w.data, data, len);
 		pthread_mutex_lock(&l->wlock); /* BARs may move: forget */
+		unwatch_doorbells(l, slot);
 		l->db[slot].len = 0;
 		pthread_mutex_unlock(&l->wlock);
 	}
@@ -699,6 +825,12 @@ void vmlink_attach(struct vmlink *l, struct machine *pc)
 
 void vmlink_detach(struct vmlink *l)
 {
+	pthread_mutex_lock(&l->wlock);
+	for (int s = 0; s < PCI_MAX_SLOTS; s++) {
+		unwatch_doorbells(l, s);
+		l->db[s].len = 0;
+	}
+	pthread_mutex_unlock(&l->wlock);
 	pthread_rwlock_wrlock(&l->pc_lock);
 	l->pc = NULL;
 	pthread_rwlock_unlock(&l->pc_lock);
@@ -772,6 +904,10 @@ int vmlink_create(struct vmlink **out, const struct cluster_config *c, int self,
 	l->cfg = c;
 	l->self = self;
 	l->down = -1;
+	l->db_epfd = l->db_stopfd = -1;
+	for (int s = 0; s < PCI_MAX_SLOTS; s++)
+		for (int q = 0; q < DB_MAX_PAGES; q++)
+			l->db[s].fd[q] = -1;
 	l->t = t;
 	l->dsm = dsm;
 	l->nvirtio = cluster_config_virtio_homes(c, l->virtio_home);
@@ -787,6 +923,12 @@ int vmlink_create(struct vmlink **out, const struct cluster_config *c, int self,
 			       strerror(-rc));
 	}
 	l->worker_started = true;
+	rc = start_forwarder(l);
+	if (rc) {
+		vmlink_destroy(l);
+		return err_set(e, rc, "cannot start the doorbell forwarder: %s",
+			       strerror(-rc));
+	}
 	*out = l;
 	return 0;
 }
@@ -802,6 +944,17 @@ void vmlink_destroy(struct vmlink *l)
 		pthread_mutex_unlock(&l->qlock);
 		pthread_join(l->worker, NULL);
 	}
+	if (l->db_started) {
+		uint64_t one = 1;
+
+		if (write(l->db_stopfd, &one, sizeof(one)) != sizeof(one))
+			pr_warn("cannot stop the doorbell forwarder");
+		pthread_join(l->db_thread, NULL);
+	}
+	if (l->db_epfd >= 0)
+		close(l->db_epfd);
+	if (l->db_stopfd >= 0)
+		close(l->db_stopfd);
 	while (l->qhead) {
 		struct job *j = l->qhead;
 
