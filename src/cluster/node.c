@@ -27,6 +27,7 @@
 #include "cluster/dsm.h"
 #include "cluster/node.h"
 #include "cluster/vmlink.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #define STATS_TIMEOUT_MS 1000 /* a silent peer cannot hang the socket */
@@ -82,20 +83,6 @@ static double seconds_since(const struct timespec *t0)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return (double)(now.tv_sec - t0->tv_sec) +
 	       (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
-static struct timespec deadline_in(unsigned int ms)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
-	return ts;
 }
 
 /* ---- peers coming and going ---- */
@@ -328,7 +315,7 @@ static json_t *peer_entry(struct cluster_node *n, int i, bool with_stats)
 
 json_t *cluster_node_nodes_json(struct cluster_node *n, bool with_stats)
 {
-	struct timespec deadline = deadline_in(STATS_TIMEOUT_MS);
+	struct timespec deadline = clock_deadline_ms(STATS_TIMEOUT_MS);
 	json_t *arr = json_array();
 	uint8_t seq[4];
 
@@ -444,7 +431,7 @@ static bool all_acked(struct cluster_node *n)
 /* Node 0: tell every peer the VM ended, wait (bounded) for their acks. */
 static void shutdown_peers(struct cluster_node *n, int status)
 {
-	struct timespec deadline = deadline_in(SHUTDOWN_ACK_MS);
+	struct timespec deadline = clock_deadline_ms(SHUTDOWN_ACK_MS);
 	uint8_t p[4];
 
 	put_u32(p, (uint32_t)status);
@@ -564,7 +551,7 @@ static int run_peer_node(struct cluster_node *n, const struct node_vm *vm)
 	pthread_mutex_lock(&n->lock);
 	while ((status = peer_exit_status(n, timed_out)) < 0) {
 		if (!waiting && (n->shutdown || n->failed > 0)) {
-			deadline = deadline_in(grace + SHUTDOWN_ACK_MS);
+			deadline = clock_deadline_ms(grace + SHUTDOWN_ACK_MS);
 			waiting = true;
 		}
 		if (!waiting)

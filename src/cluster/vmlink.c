@@ -20,6 +20,7 @@
 #include "cluster/vmlink.h"
 #include "core/vcpu.h"
 #include "core/vm_io.h"
+#include "util/clock.h"
 #include "util/log.h"
 #include "util/thread.h"
 
@@ -131,20 +132,6 @@ struct vmlink {
 
 /* ---- small helpers ---- */
 
-static struct timespec deadline_ms(unsigned int ms)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
-	return ts;
-}
-
 static void count(_Atomic uint64_t *c)
 {
 	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
@@ -209,7 +196,7 @@ static bool request(struct vmlink *l, int node, uint16_t type, void *req,
 	}
 	pthread_mutex_lock(&l->wlock);
 	for (;;) {
-		struct timespec dl = deadline_ms(WAIT_SLICE_MS);
+		struct timespec dl = clock_deadline_ms(WAIT_SLICE_MS);
 
 		if (w->done) {
 			*resp = w->resp;
@@ -845,7 +832,7 @@ void vmlink_send_ready(struct vmlink *l)
 
 int vmlink_wait_ready(struct vmlink *l, unsigned int timeout_ms, struct err *e)
 {
-	struct timespec dl = deadline_ms(timeout_ms);
+	struct timespec dl = clock_deadline_ms(timeout_ms);
 	int missing = -1;
 
 	pthread_mutex_lock(&l->qlock);
@@ -897,6 +884,7 @@ int vmlink_create(struct vmlink **out, const struct cluster_config *c, int self,
 		  struct transport *t, struct dsm *dsm, struct err *e)
 {
 	struct vmlink *l = calloc(1, sizeof(*l));
+	pthread_condattr_t ca;
 	int rc;
 
 	if (!l)
@@ -912,10 +900,13 @@ int vmlink_create(struct vmlink **out, const struct cluster_config *c, int self,
 	l->dsm = dsm;
 	l->nvirtio = cluster_config_virtio_homes(c, l->virtio_home);
 	pthread_rwlock_init(&l->pc_lock, NULL);
+	pthread_condattr_init(&ca); /* deadlines are CLOCK_MONOTONIC */
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_mutex_init(&l->wlock, NULL);
-	pthread_cond_init(&l->wcond, NULL);
+	pthread_cond_init(&l->wcond, &ca);
 	pthread_mutex_init(&l->qlock, NULL);
-	pthread_cond_init(&l->qcond, NULL);
+	pthread_cond_init(&l->qcond, &ca);
+	pthread_condattr_destroy(&ca);
 	rc = thread_start_nosignals(&l->worker, worker, l);
 	if (rc) {
 		vmlink_destroy(l);

@@ -15,6 +15,7 @@
 
 #include "core/vcpu.h"
 #include "irqchip/userchip.h"
+#include "util/clock.h"
 #include "util/log.h"
 #include "util/thread.h"
 
@@ -26,18 +27,10 @@
 
 /* ---- time ---- */
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t uc_now_ns(void *opaque)
 {
 	(void)opaque;
-	return mono_ns();
+	return clock_mono_ns();
 }
 
 static uint64_t tsc_to_ns(struct userchip *uc, uint64_t tsc)
@@ -72,7 +65,7 @@ static int calibrate_tsc(struct userchip *uc, struct err *e)
 	memset(&m, 0, sizeof(m));
 	m.hdr.nmsrs = 1;
 	m.entry[0].index = MSR_IA32_TSC;
-	uc->ns0 = mono_ns();
+	uc->ns0 = clock_mono_ns();
 	if (ioctl(v->fd, KVM_GET_MSRS, &m) != 1)
 		return err_set(e, -EIO, "cannot read the guest TSC");
 	uc->tsc0 = m.entry[0].data;
