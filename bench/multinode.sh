@@ -103,6 +103,18 @@ row "doorbell kick, guest-side cost" kick-doorbell ns_per_kick 1000
 row "rng request round trip at QD1 (kick + device + used ring)" kick-rng-qd1 avg_us 1
 row "cache-line ping-pong round trip, CPU 0 <-> last CPU" pingpong ns_per_round_trip 1000
 echo
+echo "What the cross-node figures are made of, on these 2-core PVM hosts:"
+echo "an MMIO access that exits to dvmm costs ~30 us here (a KVM ioeventfd"
+echo "~4 us), and a forwarded read adds a loopback round trip through both"
+echo "nodes' transport threads. A kick to a device on another node is caught"
+echo "by a local ioeventfd and sent one-way, so the guest pays little more"
+echo "than a local kick. The rng round trip and the ping-pong are dominated"
+echo "by the DSM: the request's ring pages and the token's page move between"
+echo "the nodes (a userfaultfd fault and a 4 KiB transfer each, ~0.3-1 ms"
+echo "when both cores are busy with spinning vCPUs). The in-kernel and user"
+echo "irqchips differ mostly in the IPI: KVM delivers it in the kernel, dvmm"
+echo "takes two userspace exits (ICR write, interrupt window)."
+echo
 echo "Commands (the guest's benchmark lines are \`INFO bench NAME key=value...\`):"
 echo
 echo '```'
