@@ -33,6 +33,7 @@
 #include "cluster/config.h"
 #include "cluster/node.h"
 #include "cluster/vmlink.h"
+#include "cluster/vtime.h"
 #include "util/log.h"
 #include "util/parse.h"
 
@@ -188,6 +189,8 @@ static int node_machine_created(void *opaque, struct machine *pc, struct err *e)
 	struct vmlink *l = cluster_node_vmlink(opaque);
 
 	vmlink_attach(l, pc);
+	if (vtime_publish_base(cluster_node_vtime(opaque), &pc->vm, e))
+		return e->code;
 	return vmlink_wait_ready(l, PEERS_READY_MS, e);
 }
 
@@ -201,6 +204,7 @@ static void node_machine_destroying(void *opaque, struct machine *pc)
 
 struct peer_vm {
 	struct cluster_node *n;
+	struct machine_cluster *mcl; /* mc.cluster, to fill in the time */
 	struct machine_config mc;
 	struct machine *pc;
 	pthread_mutex_t lock;
@@ -212,11 +216,21 @@ static int peer_vm_run(void *opaque)
 {
 	struct peer_vm *p = opaque;
 	struct vmlink *l = cluster_node_vmlink(p->n);
+	struct vtime *vt = cluster_node_vtime(p->n);
+	struct vm_config when = {0};
 	struct err e = {0};
 	int code = 0;
 
-	if (machine_create(p->pc, &p->mc, NULL, &e)) {
+	if (vtime_join(vt, &when, &e)) {
 		fprintf(stderr, "dvmm: %s\n", e.msg);
+		return EXIT_FAILURE_VMM;
+	}
+	p->mcl->set_tsc_offset = when.set_tsc_offset;
+	p->mcl->tsc_offset = when.tsc_offset;
+	if (machine_create(p->pc, &p->mc, NULL, &e) ||
+	    vtime_attach(vt, &p->pc->vm, &e)) {
+		fprintf(stderr, "dvmm: %s\n", e.msg);
+		vtime_detach(vt);
 		machine_destroy(p->pc, NULL);
 		return EXIT_FAILURE_VMM;
 	}
@@ -237,6 +251,7 @@ static int peer_vm_run(void *opaque)
 	pthread_mutex_lock(&p->lock);
 	p->up = false;
 	pthread_mutex_unlock(&p->lock);
+	vtime_detach(vt);
 	vmlink_detach(l);
 	machine_destroy(p->pc, NULL);
 	return code;
@@ -387,6 +402,7 @@ static int node_run(const struct cluster_config *c, const struct node_cli *o)
 	z.ro.mc.ram = cluster_node_ram(n); /* guest RAM through the DSM */
 	z.ro.mc.cluster = &mcl;
 	p.n = n;
+	p.mcl = &mcl;
 	p.mc.ram = cluster_node_ram(n);
 	p.mc.cluster = &mcl;
 	if (stop_signals_start(&sigs, node_on_signal, n)) {

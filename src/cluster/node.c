@@ -27,6 +27,7 @@
 #include "cluster/dsm.h"
 #include "cluster/node.h"
 #include "cluster/vmlink.h"
+#include "cluster/vtime.h"
 #include "util/clock.h"
 #include "util/log.h"
 
@@ -42,6 +43,7 @@ struct cluster_node {
 	struct transport *t;
 	struct dsm *dsm;     /* guest RAM, on every node */
 	struct vmlink *link; /* the VM's parts on the other nodes */
+	struct vtime *vtime; /* one guest time on every node */
 	pthread_t peer_vm_thread;
 	bool peer_vm_running; /* peers: the VM thread has not returned */
 	int peer_vm_status;
@@ -197,6 +199,8 @@ static json_t *own_json(struct cluster_node *n, bool with_stats)
 		json_object_set_new(o, "dsm", dsm_stats_json(n->dsm));
 	if (n->link)
 		json_object_set_new(o, "vmlink", vmlink_stats_json(n->link));
+	if (n->vtime)
+		json_object_set_new(o, "vtime", vtime_stats_json(n->vtime));
 	return o;
 }
 
@@ -245,6 +249,8 @@ static void on_msg(void *opaque, int from, uint16_t type, const void *payload,
 	if (n->dsm && dsm_handle_msg(n->dsm, from, type, payload, len))
 		return;
 	if (n->link && vmlink_handle_msg(n->link, from, type, payload, len))
+		return;
+	if (n->vtime && vtime_handle_msg(n->vtime, from, type, payload, len))
 		return;
 	switch (type) {
 	case MSG_SHUTDOWN:
@@ -302,6 +308,7 @@ static json_t *peer_entry(struct cluster_node *n, int i, bool with_stats)
 			json_object_del(o, "transport");
 			json_object_del(o, "dsm");
 			json_object_del(o, "vmlink");
+			json_object_del(o, "vtime");
 		}
 		return o;
 	}
@@ -388,6 +395,12 @@ int cluster_node_create(struct cluster_node **out,
 		cluster_node_destroy(n);
 		return rc;
 	}
+	rc = vtime_create(&n->vtime, n->t, self, c->nnodes, e);
+	if (rc) {
+		n->vtime = NULL;
+		cluster_node_destroy(n);
+		return rc;
+	}
 	*out = n;
 	return 0;
 }
@@ -401,6 +414,8 @@ int cluster_node_connect(struct cluster_node *n, struct err *e)
 		rc = dsm_start(n->dsm, e);
 	if (!rc)
 		rc = transport_wait_connected(n->t, e);
+	if (!rc)
+		rc = vtime_start(n->vtime, e);
 	pthread_mutex_lock(&n->lock);
 	if (rc && n->shutdown) /* node 0 is already done: nothing to run */
 		rc = 0;
@@ -579,6 +594,11 @@ struct vmlink *cluster_node_vmlink(struct cluster_node *n)
 	return n->link;
 }
 
+struct vtime *cluster_node_vtime(struct cluster_node *n)
+{
+	return n->vtime;
+}
+
 void *cluster_node_ram(struct cluster_node *n)
 {
 	return dsm_base(n->dsm);
@@ -606,7 +626,9 @@ void cluster_node_destroy(struct cluster_node *n)
 	if (!n)
 		return;
 	/* the VM is gone; peers no longer need our pages once shut down */
+	vtime_stop(n->vtime);
 	transport_destroy(n->t);
+	vtime_destroy(n->vtime);
 	vmlink_destroy(n->link);
 	dsm_destroy(n->dsm);
 	for (int i = 0; i < CLUSTER_MAX_NODES; i++)

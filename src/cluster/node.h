@@ -60,6 +60,8 @@ bool cluster_node_signal(struct cluster_node *n, int sig);
 json_t *cluster_node_nodes_json(struct cluster_node *n, bool with_stats);
 /* The link between this node's part of the VM and the others'. */
 struct vmlink *cluster_node_vmlink(struct cluster_node *n);
+/* One guest time on every node. */
+struct vtime *cluster_node_vtime(struct cluster_node *n);
 /* Close every connection and free the node. */
 void cluster_node_destroy(struct cluster_node *n);
 

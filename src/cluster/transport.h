@@ -44,6 +44,10 @@ enum msg_type {
 	MSG_IRQ_LINE = 95,    /* a device's GSI for node 0's IOAPIC */
 	MSG_APIC_TARGET = 96, /* a LAPIC's addressing changed */
 	MSG_NODE_READY = 97,  /* a peer's part of the VM is built */
+	/* 100-109: one guest time on every node (cluster/vtime.c) */
+	MSG_TIME_REQ = 100,  /* peer -> node 0: a timestamped probe */
+	MSG_TIME_RESP = 101, /* node 0's answer, with its TSC */
+	MSG_TIME_BASE = 102, /* node 0 -> peers: guest TSC base, kvmclock */
 };
 
 enum peer_event {

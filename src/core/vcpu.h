@@ -5,6 +5,8 @@
 #include "core/vm.h"
 
 int vcpu_start_thread(struct vcpu *v);
+/* Set the vCPU's KVM TSC offset (its own thread, or before it runs). */
+int vcpu_apply_tsc_offset(struct vcpu *v, int64_t offset);
 /* The id of the vCPU whose thread calls this, or -1 on other threads. */
 int vcpu_self_id(void);
 /* Make the vCPU leave KVM_RUN soon and look at the VM state. */

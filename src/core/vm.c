@@ -225,6 +225,68 @@ static int create_vcpu(struct vm *vm, struct vcpu *v, int id, struct err *e)
 	return set_vcpu_msrs(v, e);
 }
 
+static int vcpu_tsc_attr(struct vcpu *v, unsigned long req, int64_t *offset)
+{
+	struct kvm_device_attr a = {.group = KVM_VCPU_TSC_CTRL,
+				    .attr = KVM_VCPU_TSC_OFFSET,
+				    .addr = (uint64_t)(uintptr_t)offset};
+
+	return ioctl(v->fd, req, &a) ? -errno : 0;
+}
+
+int vm_get_tsc_offset(struct vm *vm, int cpu, int64_t *offset)
+{
+	if (cpu < 0 || cpu >= vm->ncpus)
+		return -EINVAL;
+	return vcpu_tsc_attr(&vm->vcpus[cpu], KVM_GET_DEVICE_ATTR, offset);
+}
+
+/* Called on the vCPU's own thread (or before it runs). */
+int vcpu_apply_tsc_offset(struct vcpu *v, int64_t offset)
+{
+	int rc = vcpu_tsc_attr(v, KVM_SET_DEVICE_ATTR, &offset);
+
+	if (!rc)
+		v->tsc_applied = offset;
+	return rc;
+}
+
+void vm_tsc_slew(struct vm *vm, int64_t offset)
+{
+	atomic_store(&vm->tsc_target, offset);
+	atomic_store(&vm->tsc_managed, true);
+	for (int i = 0; i < vm->ncpus; i++)
+		if (vm->vcpus[i].local && vm->vcpus[i].thread_started)
+			vcpu_kick(&vm->vcpus[i]);
+}
+
+int vm_get_clock(struct vm *vm, struct kvm_clock_data *out)
+{
+	memset(out, 0, sizeof(*out));
+	return ioctl(vm->vm_fd, KVM_GET_CLOCK, out) ? -errno : 0;
+}
+
+/* A cluster node joins node 0's guest TSC. */
+static int join_guest_time(struct vm *vm, const struct vm_config *cfg,
+			   struct err *e)
+{
+	if (cfg->set_tsc_offset) {
+		for (int i = 0; i < vm->ncpus; i++) {
+			int rc = vcpu_apply_tsc_offset(&vm->vcpus[i],
+						       cfg->tsc_offset);
+
+			if (rc)
+				return err_set(e, rc,
+					       "vCPU %d: cannot set the TSC "
+					       "offset: %s",
+					       i, strerror(-rc));
+		}
+		atomic_store(&vm->tsc_target, cfg->tsc_offset);
+		atomic_store(&vm->tsc_managed, true);
+	}
+	return 0;
+}
+
 static int create_vcpus(struct vm *vm, const struct vm_config *cfg,
 			struct err *e)
 {
@@ -305,6 +367,8 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct err *e)
 		rc = setup_irqchip(vm, e);
 	if (!rc)
 		rc = create_vcpus(vm, cfg, e);
+	if (!rc)
+		rc = join_guest_time(vm, cfg, e);
 	return rc;
 }
 

@@ -75,6 +75,7 @@ struct vcpu {
 	pthread_t thread;
 	bool thread_started;
 	bool local; /* this process runs it (a cluster runs the rest) */
+	int64_t tsc_applied; /* with vm->tsc_managed: the offset it has */
 	_Atomic uint64_t exits[VCPU_EXIT_KINDS];
 	/* vcpu_block / vcpu_kick */
 	pthread_mutex_t wlock;
@@ -112,6 +113,9 @@ struct vm_config {
 	uint8_t *ram;	   /* ram_size bytes the caller keeps; NULL: allocate */
 	bool user_irqchip; /* interrupt controllers in dvmm, not KVM */
 	bool partial;	   /* a cluster node: runs only local_cpus */
+	/* A cluster node other than 0: the guest TSC to join. */
+	bool set_tsc_offset;
+	int64_t tsc_offset; /* KVM TSC offset of every vCPU */
 	uint64_t local_cpus; /* the vCPUs this process runs (bit per id) */
 };
 
@@ -133,6 +137,12 @@ struct vm {
 	 * between the nodes get a core at once when a spinning vCPU has it.
 	 */
 	int vcpu_nice;
+	/*
+	 * The TSC offset the vCPUs should have (vm_tsc_slew); each vCPU
+	 * thread applies it before entering the guest.
+	 */
+	_Atomic int64_t tsc_target;
+	_Atomic bool tsc_managed;
 	struct vcpu_irq_hooks uchip; /* set before vm_start if user_irqchip */
 
 	pthread_mutex_t lock;
@@ -178,6 +188,16 @@ enum vm_state vm_get_state(struct vm *vm);
 /* Seconds since vm_start, and the running (not paused) part of it. */
 double vm_uptime(struct vm *vm);
 uint64_t vm_exit_count(struct vm *vm, int cpu, enum vcpu_exit_kind kind);
+
+/* The KVM TSC offset of vCPU @cpu (guest TSC = host TSC + offset). */
+int vm_get_tsc_offset(struct vm *vm, int cpu, int64_t *offset);
+/*
+ * Move every local vCPU's TSC offset to @offset: each vCPU thread applies
+ * it before it next enters the guest (kicked now). The caller slews.
+ */
+void vm_tsc_slew(struct vm *vm, int64_t offset);
+/* KVM_GET_CLOCK (kvmclock, with the realtime stamp where offered). */
+int vm_get_clock(struct vm *vm, struct kvm_clock_data *out);
 
 /* Signal used to kick vCPU threads out of KVM_RUN. */
 #define VCPU_KICK_SIGNAL SIGUSR1

@@ -248,6 +248,7 @@ static void lapic_timer_arm(void *opaque, uint64_t deadline_ns)
 {
 	struct userchip_cpu *c = opaque;
 
+	atomic_store(&c->armed_ns, deadline_ns);
 	timerfd_at(c->uc->lapic_tfd[c->id], deadline_ns);
 }
 
@@ -455,6 +456,19 @@ static void hook_halt(void *opaque, struct vcpu *v)
 
 /* ---- the timer thread ---- */
 
+/* How late the host timer woke us for the LAPIC deadline it was set to. */
+static void note_lateness(struct userchip_cpu *c)
+{
+	uint64_t armed = atomic_load(&c->armed_ns), now = clock_mono_ns();
+
+	if (!armed || now < armed)
+		return;
+	c->late_count++;
+	c->late_sum_ns += now - armed;
+	if (now - armed > c->late_max_ns)
+		c->late_max_ns = now - armed;
+}
+
 static void timer_expired(struct userchip *uc, uint64_t tag)
 {
 	uint64_t n;
@@ -462,10 +476,12 @@ static void timer_expired(struct userchip *uc, uint64_t tag)
 
 	if (read(fd, &n, sizeof(n)) != sizeof(n))
 		return; /* re-armed meanwhile: nothing expired */
-	if (tag == PIT_TIMER_TAG)
+	if (tag == PIT_TIMER_TAG) {
 		pit_timer_fire(&uc->pit);
-	else
-		lapic_timer_fire(&uc->lapic[tag]);
+		return;
+	}
+	note_lateness(&uc->cpu[tag]);
+	lapic_timer_fire(&uc->lapic[tag]);
 }
 
 static void *timer_thread(void *arg)

@@ -50,6 +50,9 @@ struct userchip_cpu {
 	bool wait_sipi;
 	bool extint; /* the PIC has an interrupt for this vCPU */
 	uint64_t injected, nmis, inits, sipis;
+	/* host-side lateness of the LAPIC timer (timer thread) */
+	_Atomic uint64_t armed_ns;
+	uint64_t late_count, late_sum_ns, late_max_ns;
 };
 
 struct userchip {

@@ -485,6 +485,8 @@ int machine_create(struct machine *pc, const struct machine_config *cfg,
 				 .ram = cfg->ram,
 				 .user_irqchip = cfg->user_irqchip || cl,
 				 .partial = cl != NULL,
+				 .set_tsc_offset = cl && cl->set_tsc_offset,
+				 .tsc_offset = cl ? cl->tsc_offset : 0,
 				 .local_cpus = cl ? cl->local_cpus : 0};
 	int rc;
 

@@ -51,6 +51,9 @@ struct machine_cluster {
 	void *cf9_opaque;
 	node_info_events_fn events; /* DSM traffic per page range */
 	void *events_opaque;
+	/* nodes but 0: join node 0's guest TSC */
+	bool set_tsc_offset;
+	int64_t tsc_offset;
 };
 
 struct machine_config {
