@@ -20,13 +20,13 @@
 #include "util/log.h"
 #include "util/thread.h"
 
-#define FIRST_BURST 32	     /* probes before the VM is built */
-#define BURST 8		     /* probes every RESYNC_MS after that */
+#define FIRST_BURST 32 /* probes before the VM is built */
+#define BURST 8	       /* probes every RESYNC_MS after that */
 #define RESYNC_MS 2000
 #define PROBE_TIMEOUT_MS 200 /* an answer later than this is dropped */
 #define JOIN_TIMEOUT_MS 15000
 #define SLEW_STEP_MS 100
-#define SLEW_PPM 1000	     /* at most 1 ms of offset change per second */
+#define SLEW_PPM 1000	      /* at most 1 ms of offset change per second */
 #define KHZ_TOLERANCE_PPM 200 /* frequencies closer than this are equal */
 
 struct probe_wire {
@@ -52,14 +52,14 @@ struct vtime {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct clocksync cs;
-	uint32_t seq;	  /* the probe in flight */
-	uint64_t t1;	  /* its send time */
+	uint32_t seq; /* the probe in flight */
+	uint64_t t1;  /* its send time */
 	bool answered;
 	bool have_base;
 	struct base_wire base;
-	struct vm *vm;	  /* attached (peers) */
-	int64_t applied;  /* KVM TSC offset the vCPUs have */
-	int64_t desired;  /* where the estimate says it should be */
+	struct vm *vm;	 /* attached (peers) */
+	int64_t applied; /* KVM TSC offset the vCPUs have */
+	int64_t desired; /* where the estimate says it should be */
 	uint64_t slews, late_answers;
 	bool stop;
 	pthread_t thread;
@@ -109,8 +109,7 @@ static void read_skew_hook(struct vtime *v)
 
 /* ---- node 0 answers probes ---- */
 
-static void answer_probe(struct vtime *v, int from, const void *p,
-			 uint32_t len)
+static void answer_probe(struct vtime *v, int from, const void *p, uint32_t len)
 {
 	struct probe_wire w;
 
@@ -215,8 +214,8 @@ static bool desired_offset(struct vtime *v, int64_t *out, uint64_t *err)
 static void slew_step(struct vtime *v)
 {
 	int64_t max = cycles_of_ns(v->base.khz ? v->base.khz : v->khz_measured,
-				   (int64_t)SLEW_STEP_MS * 1000000 *
-					   SLEW_PPM / 1000000);
+				   (int64_t)SLEW_STEP_MS * 1000000 * SLEW_PPM /
+					   1000000);
 	int64_t d = v->desired - v->applied;
 
 	if (!v->vm || !d)
@@ -314,8 +313,9 @@ int vtime_publish_base(struct vtime *v, struct vm *vm, struct err *e)
 	b.khz = vm_tsc_khz(vm);
 	b.clock = c.clock;
 	/* the TSC at that instant: KVM's if it says, else ours just after */
-	b.tsc = (c.flags & KVM_CLOCK_HOST_TSC) ? c.host_tsc + (uint64_t)v->skew :
-						 host_tsc(v);
+	b.tsc = (c.flags & KVM_CLOCK_HOST_TSC) ?
+			c.host_tsc + (uint64_t)v->skew :
+			host_tsc(v);
 	pthread_mutex_lock(&v->lock);
 	v->base = b;
 	v->have_base = true;
@@ -381,8 +381,7 @@ static int join_kvmclock(struct vtime *v, struct vm *vm, struct err *e)
 		return err_set(e, -EAGAIN, "no kvmclock from node 0");
 	c.clock = now;
 	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &c))
-		return err_set(e, -errno, "KVM_SET_CLOCK: %s",
-			       strerror(errno));
+		return err_set(e, -errno, "KVM_SET_CLOCK: %s", strerror(errno));
 	return 0;
 }
 
@@ -431,24 +430,23 @@ json_t *vtime_stats_json(struct vtime *v)
 	khz = v->base.khz ? v->base.khz : v->khz_measured;
 	valid = v->self != 0 &&
 		clocksync_offset(&v->cs, host_tsc(v), &theta, &err);
-	o = json_pack(
-		"{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "role",
-		v->self == 0 ? "reference" : "follower", "tsc_khz",
-		(json_int_t)khz, "applied_offset_cycles",
-		(json_int_t)v->applied, "desired_offset_cycles",
-		(json_int_t)v->desired, "skew_injected_ns",
-		(json_int_t)v->skew_ns, "samples", (json_int_t)v->cs.samples,
-		"bursts", (json_int_t)v->cs.bursts, "slews",
-		(json_int_t)v->slews);
+	o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "role",
+		      v->self == 0 ? "reference" : "follower", "tsc_khz",
+		      (json_int_t)khz, "applied_offset_cycles",
+		      (json_int_t)v->applied, "desired_offset_cycles",
+		      (json_int_t)v->desired, "skew_injected_ns",
+		      (json_int_t)v->skew_ns, "samples",
+		      (json_int_t)v->cs.samples, "bursts",
+		      (json_int_t)v->cs.bursts, "slews", (json_int_t)v->slews);
 	if (o && valid) {
 		json_object_set_new(o, "offset_ns",
 				    json_integer(ns_of_cycles(khz, theta)));
 		json_object_set_new(
 			o, "error_ns",
 			json_integer(ns_of_cycles(khz, (int64_t)err)));
-		json_object_set_new(
-			o, "rtt_min_ns",
-			json_integer(ns_of_cycles(khz, (int64_t)v->cs.ref.rtt)));
+		json_object_set_new(o, "rtt_min_ns",
+				    json_integer(ns_of_cycles(
+					    khz, (int64_t)v->cs.ref.rtt)));
 		json_object_set_new(o, "drift_ppm",
 				    json_real(v->cs.drift * 1e6));
 	}
@@ -456,8 +454,8 @@ json_t *vtime_stats_json(struct vtime *v)
 	return o;
 }
 
-int vtime_create(struct vtime **out, struct transport *t, int self,
-		 int nnodes, struct err *e)
+int vtime_create(struct vtime **out, struct transport *t, int self, int nnodes,
+		 struct err *e)
 {
 	struct vtime *v = calloc(1, sizeof(*v));
 	pthread_condattr_t ca;

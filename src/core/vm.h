@@ -115,7 +115,7 @@ struct vm_config {
 	bool partial;	   /* a cluster node: runs only local_cpus */
 	/* A cluster node other than 0: the guest TSC to join. */
 	bool set_tsc_offset;
-	int64_t tsc_offset; /* KVM TSC offset of every vCPU */
+	int64_t tsc_offset;  /* KVM TSC offset of every vCPU */
 	uint64_t local_cpus; /* the vCPUs this process runs (bit per id) */
 };
 

@@ -263,6 +263,8 @@ t_virtio_bad_options() {
 
 . "$(dirname "$0")/multinode.sh"
 
+. "$(dirname "$0")/vtime.sh"
+
 . "$(dirname "$0")/linux.sh"
 
 . "$(dirname "$0")/dsm.sh"
