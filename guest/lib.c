@@ -4,7 +4,7 @@
  */
 #include "lib.h"
 
-u64 lapic_hz = 1000000000;	/* KVM's LAPIC bus; measured by the timer test */
+u64 lapic_hz = 1000000000;	/* KVM's LAPIC bus; calibrated by timer/timerlat */
 bool timer_busy[MAX_CPUS];
 
 void sys_exit(u32 code)

@@ -318,6 +318,7 @@ static const struct test {
 	{ "acpi", test_acpi },
 	{ "smp", test_smp },
 	{ "timer", test_timer },
+	{ "timerlat", test_timerlat },
 	{ "ipi", test_ipi },
 	{ "syscall", test_syscall },
 	{ "tsc", test_tsc },

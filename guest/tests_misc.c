@@ -35,13 +35,28 @@ bool test_fault_kernel(char *msg)
 		    (void *)UNMAPPED);
 }
 
-/* Print a numbered tick every 200 ms of guest time until stopped. */
+/*
+ * Print a numbered tick every 200 ms of guest time until stopped, with
+ * the TSC and kvmclock; say so if either went back since the last tick
+ * (a pause, a resume or a migration must never make them).
+ */
 bool test_idle(char *msg)
 {
+	u64 tsc = rdtsc(), ns = clock_ns();
+
 	(void)msg;
 	for (u64 n = 1;; n++) {
+		u64 t, c;
+
 		sleep_ns(200000000ULL);
-		printf("INFO tick %lu\n", n);
+		t = rdtsc();
+		c = clock_ns();
+		if (t < tsc || c < ns)
+			printf("INFO time went back: tsc %lu -> %lu, "
+			       "kvmclock %lu -> %lu\n", tsc, t, ns, c);
+		tsc = t;
+		ns = c;
+		printf("INFO tick %lu tsc=%lu ns=%lu\n", n, t, c);
 	}
 	return false;
 }

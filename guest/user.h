@@ -63,6 +63,7 @@ bool test_acpi(char *msg);
 bool test_boot(char *msg);
 bool test_smp(char *msg);
 bool test_timer(char *msg);
+bool test_timerlat(char *msg);
 bool test_ipi(char *msg);
 bool test_syscall(char *msg);
 bool test_tsc(char *msg);
