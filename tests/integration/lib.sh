@@ -73,7 +73,12 @@ expect_passes() {
 }
 
 expect_rc() {
-	[ "$RC" = "$1" ] || fail "exit status $RC, expected $1"
+	[ "$RC" = "$1" ] && return 0
+	fail "exit status $RC, expected $1"
+	# what the guest and dvmm said about it, if the test kept an output
+	[ -f "$TMP/out" ] &&
+		grep -E '^(FAIL|dvmm:)' "$TMP/out" | head -8 | sed 's/^/      /' >&2
+	return 1
 }
 
 # wait_for COND_CMD TIMEOUT_S WHAT : poll a condition every 50 ms.
