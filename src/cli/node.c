@@ -194,6 +194,11 @@ static int node_machine_created(void *opaque, struct machine *pc, struct err *e)
 	return vmlink_wait_ready(l, PEERS_READY_MS, e);
 }
 
+static int node_pause_others(void *opaque, bool pause)
+{
+	return cluster_node_pause_peers(opaque, pause);
+}
+
 static void node_machine_destroying(void *opaque, struct machine *pc)
 {
 	(void)pc;
@@ -257,6 +262,18 @@ static int peer_vm_run(void *opaque)
 	return code;
 }
 
+static int peer_vm_pause(void *opaque, bool pause)
+{
+	struct peer_vm *p = opaque;
+	int rc = -EAGAIN;
+
+	pthread_mutex_lock(&p->lock);
+	if (p->up)
+		rc = pause ? vm_pause(&p->pc->vm) : vm_resume(&p->pc->vm);
+	pthread_mutex_unlock(&p->lock);
+	return rc;
+}
+
 static void peer_vm_stop(void *opaque, enum vm_stop_reason reason, int code)
 {
 	struct peer_vm *p = opaque;
@@ -293,8 +310,10 @@ static int peer_prepare(struct peer_vm *p, const struct cluster_config *c,
 	p->pc = calloc(1, sizeof(*p->pc));
 	if (!p->pc)
 		return -EXIT_FAILURE_VMM;
-	p->vm = (struct node_vm){
-		.run = peer_vm_run, .stop = peer_vm_stop, .opaque = p};
+	p->vm = (struct node_vm){.run = peer_vm_run,
+				 .stop = peer_vm_stop,
+				 .pause = peer_vm_pause,
+				 .opaque = p};
 	return 0;
 }
 
@@ -398,6 +417,7 @@ static int node_run(const struct cluster_config *c, const struct node_cli *o)
 	z.hooks = (struct run_hooks){.nodes = node0_nodes,
 				     .created = node_machine_created,
 				     .destroying = node_machine_destroying,
+				     .pause_others = node_pause_others,
 				     .opaque = n};
 	z.ro.mc.ram = cluster_node_ram(n); /* guest RAM through the DSM */
 	z.ro.mc.cluster = &mcl;

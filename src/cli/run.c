@@ -451,14 +451,31 @@ static int with_live_vm(struct runner *r, vm_op_fn fn)
 	return rc;
 }
 
+/* A cluster pauses (resumes) the other nodes' vCPUs too, after (before)
+ * its own. */
 static int op_pause(void *ctx)
 {
-	return with_live_vm(ctx, vm_pause);
+	struct runner *r = ctx;
+	int rc = with_live_vm(r, vm_pause);
+
+	if (!rc && r->hooks && r->hooks->pause_others) {
+		rc = r->hooks->pause_others(r->hooks->opaque, true);
+		if (rc) /* all or nothing */
+			with_live_vm(r, vm_resume);
+	}
+	return rc;
 }
 
 static int op_resume(void *ctx)
 {
-	return with_live_vm(ctx, vm_resume);
+	struct runner *r = ctx;
+	int rc = 0;
+
+	if (r->hooks && r->hooks->pause_others)
+		rc = r->hooks->pause_others(r->hooks->opaque, false);
+	if (!rc || rc == -EALREADY)
+		rc = with_live_vm(r, vm_resume);
+	return rc;
 }
 
 static int stop_vm(struct vm *vm)

@@ -39,6 +39,8 @@ struct run_hooks {
 	int (*created)(void *opaque, struct machine *pc, struct err *e);
 	/* The machine is about to be torn down. */
 	void (*destroying)(void *opaque, struct machine *pc);
+	/* Pause (@pause) or resume every other node's vCPUs: 0 or -errno. */
+	int (*pause_others)(void *opaque, bool pause);
 	void *opaque;
 };
 

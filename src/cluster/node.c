@@ -30,9 +30,11 @@
 #include "cluster/vtime.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/thread.h"
 
 #define STATS_TIMEOUT_MS 1000 /* a silent peer cannot hang the socket */
 #define SHUTDOWN_ACK_MS 3000  /* node 0 waits this long for the acks */
+#define PAUSE_ACK_MS 12000    /* a peer parks its vCPUs (10 s at most) */
 
 enum node_phase { NODE_CONNECTING, NODE_RUNNING, NODE_ENDING };
 enum peer_state { PEER_UNKNOWN, PEER_IS_UP, PEER_IS_DOWN };
@@ -60,6 +62,10 @@ struct cluster_node {
 	int shutdown_status;
 	bool acked[CLUSTER_MAX_NODES]; /* node 0: peers that took it */
 	int signal;		       /* a stop signal arrived */
+
+	pthread_mutex_t pause_lock; /* one pause round at a time */
+	bool pause_acked[CLUSTER_MAX_NODES];
+	int pause_rc[CLUSTER_MAX_NODES];
 
 	pthread_mutex_t stats_lock; /* one stats round at a time */
 	uint32_t stats_seq;	    /* under lock, as is stats[] */
@@ -239,6 +245,62 @@ static void got_stats(struct cluster_node *n, int from, const void *p,
 	json_decref(o);
 }
 
+/*
+ * A peer pauses or resumes its vCPUs on a thread of its own: parking
+ * them may need the transport thread (a vCPU waiting for a forwarded
+ * access's answer), so it must not wait there.
+ */
+struct pause_job {
+	struct cluster_node *n;
+	bool pause;
+};
+
+static void *pause_thread(void *arg)
+{
+	struct pause_job *j = arg;
+	struct cluster_node *n = j->n;
+	const struct node_vm *vm;
+	uint8_t p[4];
+	int rc = -ENODEV;
+
+	pthread_mutex_lock(&n->lock);
+	vm = n->vm;
+	pthread_mutex_unlock(&n->lock);
+	if (vm && vm->pause)
+		rc = vm->pause(vm->opaque, j->pause);
+	put_u32(p, (uint32_t)rc);
+	transport_send(n->t, 0, MSG_PAUSE_ACK, p, sizeof(p));
+	free(j);
+	return NULL;
+}
+
+static void start_pause(struct cluster_node *n, bool pause)
+{
+	struct pause_job *j = malloc(sizeof(*j));
+	pthread_t t;
+
+	if (!j)
+		return;
+	*j = (struct pause_job){.n = n, .pause = pause};
+	if (thread_start_nosignals(&t, pause_thread, j)) {
+		free(j);
+		return;
+	}
+	pthread_detach(t);
+}
+
+static void got_pause_ack(struct cluster_node *n, int from, const void *p,
+			  uint32_t len)
+{
+	if (n->self != 0 || len != 4)
+		return;
+	pthread_mutex_lock(&n->lock);
+	n->pause_acked[from] = true;
+	n->pause_rc[from] = (int)get_u32(p);
+	pthread_cond_broadcast(&n->cond);
+	pthread_mutex_unlock(&n->lock);
+}
+
 static void on_msg(void *opaque, int from, uint16_t type, const void *payload,
 		   uint32_t len)
 {
@@ -265,6 +327,13 @@ static void on_msg(void *opaque, int from, uint16_t type, const void *payload,
 		break;
 	case MSG_PING:
 		transport_send(n->t, from, MSG_PONG, payload, len);
+		break;
+	case MSG_PAUSE:
+		if (from == 0 && len == 1)
+			start_pause(n, *(const uint8_t *)payload != 0);
+		break;
+	case MSG_PAUSE_ACK:
+		got_pause_ack(n, from, payload, len);
 		break;
 	default:
 		pr_debug("node %d: message type %u ignored", from, type);
@@ -369,6 +438,7 @@ int cluster_node_create(struct cluster_node **out,
 	clock_gettime(CLOCK_MONOTONIC, &n->started);
 	pthread_mutex_init(&n->lock, NULL);
 	pthread_mutex_init(&n->stats_lock, NULL);
+	pthread_mutex_init(&n->pause_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&n->cond, &ca);
@@ -589,6 +659,44 @@ int cluster_node_run(struct cluster_node *n, const struct node_vm *vm)
 	return run_peer_node(n, vm);
 }
 
+/* Locked: every live peer has answered the pause round. */
+static bool pause_complete(struct cluster_node *n)
+{
+	for (int i = 1; i < n->cfg->nnodes; i++)
+		if (n->peer[i] == PEER_IS_UP && !n->pause_acked[i])
+			return false;
+	return true;
+}
+
+int cluster_node_pause_peers(struct cluster_node *n, bool pause)
+{
+	struct timespec deadline = clock_deadline_ms(PAUSE_ACK_MS);
+	uint8_t p = pause;
+	int rc = 0;
+
+	pthread_mutex_lock(&n->pause_lock);
+	pthread_mutex_lock(&n->lock);
+	memset(n->pause_acked, 0, sizeof(n->pause_acked));
+	pthread_mutex_unlock(&n->lock);
+	send_to_peers(n, MSG_PAUSE, &p, 1);
+	pthread_mutex_lock(&n->lock);
+	while (!pause_complete(n) &&
+	       pthread_cond_timedwait(&n->cond, &n->lock, &deadline) !=
+		       ETIMEDOUT)
+		;
+	for (int i = 1; i < n->cfg->nnodes && !rc; i++) {
+		if (n->peer[i] != PEER_IS_UP)
+			continue;
+		if (!n->pause_acked[i])
+			rc = -ETIMEDOUT;
+		else if (n->pause_rc[i] && n->pause_rc[i] != -EALREADY)
+			rc = n->pause_rc[i];
+	}
+	pthread_mutex_unlock(&n->lock);
+	pthread_mutex_unlock(&n->pause_lock);
+	return rc;
+}
+
 struct vmlink *cluster_node_vmlink(struct cluster_node *n)
 {
 	return n->link;
@@ -635,6 +743,7 @@ void cluster_node_destroy(struct cluster_node *n)
 		json_decref(n->stats[i]);
 	pthread_cond_destroy(&n->cond);
 	pthread_mutex_destroy(&n->stats_lock);
+	pthread_mutex_destroy(&n->pause_lock);
 	pthread_mutex_destroy(&n->lock);
 	free(n);
 }

@@ -25,6 +25,8 @@ struct node_vm {
 	int (*run)(void *opaque);
 	/* End it from any thread; it must not reboot. */
 	void (*stop)(void *opaque, enum vm_stop_reason reason, int code);
+	/* Pause or resume its vCPUs (may block while they park); NULL: no. */
+	int (*pause)(void *opaque, bool pause);
 	void *opaque;
 };
 
@@ -58,6 +60,11 @@ bool cluster_node_signal(struct cluster_node *n, int sig);
 /* Node 0: a new JSON array of every node (id, state, pid, uptime, and
  * with @with_stats the transport counters); a silent peer cannot hang it. */
 json_t *cluster_node_nodes_json(struct cluster_node *n, bool with_stats);
+/*
+ * Node 0: pause or resume every other node's vCPUs and wait for them
+ * (bounded); 0, or the first error a node reported.
+ */
+int cluster_node_pause_peers(struct cluster_node *n, bool pause);
 /* The link between this node's part of the VM and the others'. */
 struct vmlink *cluster_node_vmlink(struct cluster_node *n);
 /* One guest time on every node. */

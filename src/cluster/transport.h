@@ -33,8 +33,10 @@ enum msg_type {
 	MSG_STATS_RESP = 66, /* JSON object */
 	MSG_PING = 67,	     /* benchmarks: echoed back as MSG_PONG */
 	MSG_PONG = 68,
-	MSG_DSM = 80,	   /* 80-89: guest memory DSM (cluster/dsm.c) */
-	MSG_DSM_TOOL = 81, /* DSM test and benchmark tools' control */
+	MSG_PAUSE = 69,	    /* node 0 -> peer: u8 1 pause / 0 resume */
+	MSG_PAUSE_ACK = 70, /* peer -> node 0: i32 result */
+	MSG_DSM = 80,	    /* 80-89: guest memory DSM (cluster/dsm.c) */
+	MSG_DSM_TOOL = 81,  /* DSM test and benchmark tools' control */
 	/* 90-99: the VM across nodes (cluster/vmlink.c) */
 	MSG_IO_REQ = 90,      /* port/MMIO access for the device's home */
 	MSG_IO_RESP = 91,     /* its answer */

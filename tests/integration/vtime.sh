@@ -78,3 +78,32 @@ t_vtime_pause_resume() {
 	"$DVMM" ctl "$sock" stop >/dev/null || fail "stop failed" || return 1
 	wait_exit "$pid" 20 && expect_rc 0
 }
+
+# ctl pause/resume on a cluster: every node's vCPUs park (the answer comes
+# only once they have), the guest stops ticking, and after resume its
+# clocks go on without going back.
+t_vtime_cluster_pause() {
+	cluster_env
+	sock=$TMP/api.sock
+	start_dvmm_bg "$TMP/out" run --nodes 2 --cpus 2 --memory 64M \
+		--kernel "$GUEST" --api "$sock" --cmdline "tests=idle"
+	pid=$BGPID
+	wait_for "grep -q '^INFO tick 2 ' $TMP/out" 60 "guest ticks" ||
+		return 1
+	"$DVMM" ctl "$sock" pause >"$TMP/p" 2>&1 ||
+		fail "pause failed: $(cat "$TMP/p")" || return 1
+	n=$(grep -c '^INFO tick' "$TMP/out")
+	sleep 1 # paused for a second of host time: no tick may come
+	[ "$(grep -c '^INFO tick' "$TMP/out")" -le $((n + 1)) ] ||
+		fail "the guest kept ticking while paused" || return 1
+	"$DVMM" ctl "$sock" resume >"$TMP/p" 2>&1 ||
+		fail "resume failed: $(cat "$TMP/p")" || return 1
+	n=$(grep -c '^INFO tick' "$TMP/out")
+	wait_for "[ \$(grep -c '^INFO tick' $TMP/out) -gt $((n + 1)) ]" 30 \
+		"ticks after resume" || return 1
+	! grep -q 'went back' "$TMP/out" ||
+		fail "guest saw time go back: $(grep 'went back' "$TMP/out")" ||
+		return 1
+	"$DVMM" ctl "$sock" stop >/dev/null || fail "stop failed" || return 1
+	wait_exit "$pid" 20 && expect_rc 0 && cluster_gone "$pid"
+}
