@@ -13,8 +13,8 @@ vtime_run() {
 	ns=""
 	[ "$3" = yes ] && ns=--netns
 	start_dvmm_bg "$TMP/out" run --nodes "$1" $ns --cpus "$2" \
-		--memory 128M --kernel "$GUEST" \
-		--cmdline "tests=${4:-tsc,timer,timerlat} tsc_rounds=300 tl_tol_us=50000"
+		--memory 256M --kernel "$GUEST" \
+		--cmdline "tests=tsc,timer,timerlat tl_tol_us=50000"
 	pid=$BGPID
 	[ "$3" = yes ] && note_cluster_netns "$pid" "$1"
 	wait_exit "$pid" 240 || return 1
@@ -32,8 +32,8 @@ t_vtime_injected_skew() {
 	cluster_env
 	sock=$TMP/api.sock
 	DVMM_TEST_TSC_SKEW=1:50000000 start_dvmm_bg "$TMP/out" run \
-		--nodes 2 --cpus 2 --memory 128M --kernel "$GUEST" \
-		--api "$sock" --cmdline "tests=tsc,timer,idle tsc_rounds=300"
+		--nodes 2 --cpus 2 --memory 256M --kernel "$GUEST" \
+		--api "$sock" --cmdline "tests=tsc,timer,idle"
 	pid=$BGPID
 	wait_for "grep -q '^INFO tick 1' $TMP/out" 120 "guest ticks" ||
 		return 1
