@@ -27,8 +27,8 @@
 
 struct vtime;
 
-int vtime_create(struct vtime **out, struct transport *t, int self,
-		 int nnodes, struct err *e);
+int vtime_create(struct vtime **out, struct transport *t, int self, int nnodes,
+		 struct err *e);
 /* Stop measuring (before the transport goes). */
 void vtime_stop(struct vtime *v);
 void vtime_destroy(struct vtime *v);
