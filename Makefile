@@ -88,11 +88,23 @@ $(BUILD)/asan/tools/dsm_stress: tests/tools/dsm_stress.c \
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN_CFLAGS) -o $@ $< $(BUILD)/asan/libdvmm.a $(LDLIBS)
 
+# The migration state check on real KVM, also under ASan/UBSan.
+$(BUILD)/tools/vmstate_selftest: tests/tools/vmstate_selftest.c \
+		$(BUILD)/libdvmm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libdvmm.a $(LDLIBS)
+
+$(BUILD)/asan/tools/vmstate_selftest: tests/tools/vmstate_selftest.c \
+		$(BUILD)/asan/libdvmm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_CFLAGS) -o $@ $< $(BUILD)/asan/libdvmm.a $(LDLIBS)
+
 $(BUILD)/tools/%: tests/tools/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $<
 
-tools: $(TOOLS) $(BUILD)/asan/tools/dsm_stress
+tools: $(TOOLS) $(BUILD)/asan/tools/dsm_stress \
+	$(BUILD)/asan/tools/vmstate_selftest
 
 # Debian's cloud kernel and a busybox initramfs in build/linux/.
 linux-guest: deps-test

@@ -265,6 +265,8 @@ t_virtio_bad_options() {
 
 . "$(dirname "$0")/vtime.sh"
 
+. "$(dirname "$0")/migration.sh"
+
 . "$(dirname "$0")/linux.sh"
 
 . "$(dirname "$0")/dsm.sh"
