@@ -253,6 +253,31 @@ static json_t *run_query(const struct api_ops *ops, const struct api_cmd *c)
 	return reply;
 }
 
+/* {"cmd":"migrate","to":"tcp:HOST:PORT"} */
+static json_t *run_migrate(const struct api_ops *ops, const json_t *req)
+{
+	const char *to = json_string_value(json_object_get(req, "to"));
+	char why[API_ERR_MAX] = "";
+	json_t *data = NULL, *reply;
+	int rc;
+
+	if (!to || !to[0])
+		return reply_error("migrate needs \"to\": \"tcp:HOST:PORT\"");
+	if (!ops->migrate)
+		return reply_error("cannot migrate the VM: not supported here");
+	rc = ops->migrate(ops->ctx, to, &data, why, sizeof(why));
+	if (rc < 0) {
+		json_decref(data);
+		return reply_error("cannot migrate the VM: %s",
+				   why[0] ? why : strerror(-rc));
+	}
+	reply = reply_ok();
+	if (reply && json_is_object(data))
+		json_object_update(reply, data);
+	json_decref(data);
+	return reply;
+}
+
 static json_t *handle_request(const struct api_ops *ops, const json_t *req)
 {
 	const struct api_cmd *c;
@@ -267,6 +292,8 @@ static json_t *handle_request(const struct api_ops *ops, const json_t *req)
 	if (!json_is_string(cmd))
 		return reply_error(
 			"\"cmd\" must be a string, e.g. " API_EXAMPLE);
+	if (!strcmp(json_string_value(cmd), "migrate"))
+		return run_migrate(ops, req);
 	c = find_cmd(json_string_value(cmd));
 	if (!c)
 		return reply_unknown(json_string_value(cmd));

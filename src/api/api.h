@@ -19,6 +19,9 @@ struct api_ops {
 	/* Return a new JSON object (caller owns it), or NULL on failure. */
 	json_t *(*status)(void *ctx);
 	json_t *(*stats)(void *ctx);
+	/* Move the VM to @to ("tcp:HOST:PORT"); *out: a new result object. */
+	int (*migrate)(void *ctx, const char *to, json_t **out, char *why,
+		       size_t whylen);
 	void *ctx;
 };
 

@@ -19,6 +19,7 @@
 #include "util/log.h"
 
 #define CTL_TIMEOUT_MS 10000
+#define CTL_MIGRATE_TIMEOUT_MS 120000 /* a migration copies the RAM */
 #define CTL_MAX_REPLY (1024 * 1024)
 
 #define CTL_EXIT_OK 0
@@ -26,7 +27,8 @@
 #define CTL_EXIT_USAGE 2
 
 static const char ctl_usage[] =
-	"usage: dvmm ctl SOCKET status|pause|resume|stop|stats";
+	"usage: dvmm ctl SOCKET status|pause|resume|stop|stats\n"
+	"       dvmm ctl SOCKET migrate tcp:HOST:PORT";
 
 /* A received reply line, growing as bytes arrive. */
 struct ctl_buf {
@@ -73,9 +75,11 @@ static int ctl_connect(const char *path)
 }
 
 /* Send {"cmd":"@cmd"} and a newline. Returns 0 or -1 (reported). */
-static int ctl_send_request(int fd, const char *path, const char *cmd)
+static int ctl_send_request(int fd, const char *path, const char *cmd,
+			    const char *arg)
 {
-	json_t *req = json_pack("{s:s}", "cmd", cmd);
+	json_t *req = arg ? json_pack("{s:s, s:s}", "cmd", cmd, "to", arg) :
+			    json_pack("{s:s}", "cmd", cmd);
 	char *line = req ? json_dumps(req, JSON_COMPACT) : NULL;
 	size_t len, off = 0;
 	int rc = 0;
@@ -142,9 +146,10 @@ static int wait_readable(int fd, long long deadline)
  * Read up to the first newline into @b (the newline becomes a NUL).
  * Returns 0 or -1 (reported).
  */
-static int ctl_read_line(int fd, const char *path, struct ctl_buf *b)
+static int ctl_read_line(int fd, const char *path, struct ctl_buf *b,
+			 int timeout_ms)
 {
-	long long deadline = now_ms() + CTL_TIMEOUT_MS;
+	long long deadline = now_ms() + timeout_ms;
 	ssize_t n;
 
 	for (;;) {
@@ -162,7 +167,7 @@ static int ctl_read_line(int fd, const char *path, struct ctl_buf *b)
 		}
 		if (!wait_readable(fd, deadline)) {
 			pr_err("no reply from control socket %s within %d s",
-			       path, CTL_TIMEOUT_MS / 1000);
+			       path, timeout_ms / 1000);
 			return -1;
 		}
 		if (buf_reserve(b, b->len + 4096)) {
@@ -235,7 +240,7 @@ static bool is_help(const char *arg)
 }
 
 /* One request, one reply; returns the exit status. */
-static int ctl_run(const char *path, const char *cmd)
+static int ctl_run(const char *path, const char *cmd, const char *arg)
 {
 	struct ctl_buf b = {0};
 	json_t *reply = NULL;
@@ -244,7 +249,9 @@ static int ctl_run(const char *path, const char *cmd)
 	fd = ctl_connect(path);
 	if (fd < 0)
 		return CTL_EXIT_FAIL;
-	if (!ctl_send_request(fd, path, cmd) && !ctl_read_line(fd, path, &b))
+	if (!ctl_send_request(fd, path, cmd, arg) &&
+	    !ctl_read_line(fd, path, &b,
+			   arg ? CTL_MIGRATE_TIMEOUT_MS : CTL_TIMEOUT_MS))
 		reply = ctl_parse_reply(path, &b);
 	close(fd);
 	free(b.data);
@@ -261,9 +268,12 @@ int api_client_main(int argc, char **argv)
 		printf("%s\n", ctl_usage);
 		return CTL_EXIT_OK;
 	}
+	if (argc == 4 && !strcmp(argv[2], "migrate") && argv[3][0] &&
+	    argv[1][0])
+		return ctl_run(argv[1], argv[2], argv[3]);
 	if (argc != 3 || !argv[1][0] || !argv[2][0]) {
 		fprintf(stderr, "%s\n", ctl_usage);
 		return CTL_EXIT_USAGE;
 	}
-	return ctl_run(argv[1], argv[2]);
+	return ctl_run(argv[1], argv[2], NULL);
 }

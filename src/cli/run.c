@@ -21,6 +21,7 @@
 #include "api/api.h"
 #include "cli/node.h"
 #include "cli/run.h"
+#include "migration/migrate.h"
 #include "cluster/transport.h"
 #include "core/kvm.h"
 #include "machine/machine.h"
@@ -39,6 +40,9 @@ struct runner {
 	unsigned int reboots;
 	bool quit; /* a signal, "stop" or a failed node asked us to end */
 	int quit_code;
+	bool migrated; /* the VM moved away: end without an error */
+	struct migrate_secret secret;
+	bool have_secret;
 };
 
 void run_usage(FILE *f)
@@ -73,6 +77,10 @@ void run_usage(FILE *f)
 		"  --irqchip kernel|user   interrupt controllers in KVM or in "
 		"dvmm (default\n"
 		"                      kernel on one node, user on several)\n"
+		"  --incoming tcp:HOST:PORT   wait there for a VM migrated by "
+		"dvmm ctl migrate\n"
+		"  --migration-secret FILE   the secret both ends of a "
+		"migration share (hex)\n"
 		"  -v, --verbose       more log lines (repeat for debug)\n",
 		VM_MAX_CPUS, CLUSTER_MAX_NODES);
 }
@@ -134,6 +142,8 @@ enum {
 	OPT_NODES,
 	OPT_NETNS,
 	OPT_IRQCHIP,
+	OPT_INCOMING,
+	OPT_MIGRATION_SECRET,
 	OPT_HELP,
 };
 
@@ -154,6 +164,8 @@ static const struct option run_long_opts[] = {
 	{"nodes", required_argument, NULL, OPT_NODES},
 	{"netns", no_argument, NULL, OPT_NETNS},
 	{"irqchip", required_argument, NULL, OPT_IRQCHIP},
+	{"incoming", required_argument, NULL, OPT_INCOMING},
+	{"migration-secret", required_argument, NULL, OPT_MIGRATION_SECRET},
 	{"verbose", no_argument, NULL, 'v'},
 	{"help", no_argument, NULL, OPT_HELP},
 	{NULL, 0, NULL, 0},
@@ -314,6 +326,17 @@ static int set_device_option(int c, char *arg, struct run_options *o)
 	case OPT_NETNS:
 		o->netns = true;
 		return 0;
+	case OPT_INCOMING:
+		if (strncmp(arg, "tcp:", 4))
+			return usage_error("--incoming '%s' must be "
+					   "tcp:HOST:PORT",
+					   arg);
+		o->incoming = arg;
+		o->mc.incoming = true;
+		return 0;
+	case OPT_MIGRATION_SECRET:
+		o->migration_secret = arg;
+		return 0;
 	case OPT_IRQCHIP:
 		if (strcmp(arg, "kernel") && strcmp(arg, "user"))
 			return usage_error("--irqchip '%s' must be kernel or "
@@ -335,6 +358,12 @@ static int check_run_options(int argc, char **argv, struct run_options *o)
 		return usage_error("%s", "missing --kernel FILE");
 	if (o->netns && !o->nodes)
 		return usage_error("%s", "--netns needs --nodes N");
+	if (o->incoming && !o->migration_secret)
+		return usage_error("%s", "--incoming needs --migration-secret "
+					 "FILE");
+	if (o->incoming && (o->nodes || o->mc.user_irqchip))
+		return usage_error("%s", "--incoming works for a VM on one "
+					 "node with the kernel irqchip");
 	if (o->nodes && o->irqchip_set && !o->mc.user_irqchip)
 		return usage_error("%s", "a VM over several nodes needs "
 					 "--irqchip user (its default)");
@@ -494,6 +523,65 @@ static int op_stop(void *ctx)
 	r->quit = true;
 	pthread_mutex_unlock(&r->lock);
 	return with_live_vm(r, stop_vm);
+}
+
+/* Why this VM cannot move (yet), or NULL. Locked. */
+static const char *migrate_refusal(struct runner *r)
+{
+	if (!r->have_secret)
+		return "dvmm was started without --migration-secret";
+	if (r->hooks && r->hooks->created)
+		return "a VM spread over several nodes does not migrate yet";
+	if (r->pc->uchip)
+		return "the userspace irqchip's state does not migrate yet";
+	if (r->pc->nvirtio)
+		return "virtio device state does not migrate yet";
+	return NULL;
+}
+
+static int op_migrate(void *ctx, const char *to, json_t **out, char *why,
+		      size_t whylen)
+{
+	struct runner *r = ctx;
+	struct migrate_result res;
+	const char *no;
+	struct err e = {0};
+	bool was_paused;
+	int rc;
+
+	pthread_mutex_lock(&r->lock);
+	no = r->pc ? migrate_refusal(r) : "the VM is not running";
+	if (no) {
+		snprintf(why, whylen, "%s", no);
+		pthread_mutex_unlock(&r->lock);
+		return -EINVAL;
+	}
+	was_paused = vm_get_state(&r->pc->vm) == VM_PAUSED;
+	rc = was_paused ? 0 : vm_pause(&r->pc->vm);
+	if (!rc)
+		rc = migrate_send(&r->pc->vm, to, &r->secret, &res, &e);
+	if (rc) {
+		snprintf(why, whylen, "%s", e.code ? e.msg : strerror(-rc));
+		if (!was_paused)
+			vm_resume(&r->pc->vm);
+		pthread_mutex_unlock(&r->lock);
+		pr_warn("migration to %s failed: %s; the VM goes on here", to,
+			why);
+		return rc;
+	}
+	r->quit = true;
+	r->migrated = true;
+	vm_stop(&r->pc->vm, VM_STOP_USER, 0);
+	pthread_mutex_unlock(&r->lock);
+	fprintf(stderr,
+		"dvmm: the VM moved to %s (%.1f ms paused); ending "
+		"here\n",
+		to, res.copy_ms);
+	*out = json_pack("{s:f, s:I, s:I, s:I}", "downtime_ms", res.copy_ms,
+			 "pages_sent", (json_int_t)res.pages_sent, "zero_pages",
+			 (json_int_t)res.zero_pages, "bytes",
+			 (json_int_t)res.bytes);
+	return 0;
 }
 
 /* A cluster's "nodes" array; asked outside r->lock (it may wait on peers). */
@@ -683,19 +771,30 @@ static int boot_once(struct runner *r, struct machine *pc,
 
 	const struct run_hooks *h = r->hooks;
 	bool created = false;
+	int mig_fd = -1;
 
 	if (!machine_create(pc, &r->opt->mc, keep, &e)) {
 		created = true;
 		if (h && h->created && h->created(h->opaque, pc, &e) && !e.code)
 			err_set(&e, -EIO, "cannot join the other nodes");
 	}
+	if (!e.code && r->opt->mc.incoming) {
+		mig_fd = migrate_receive(&pc->vm, r->opt->incoming, &r->secret,
+					 0, &e);
+		r->opt->mc.incoming = false; /* a reboot boots normally */
+	}
 	if (e.code || machine_start(pc, &e)) {
+		migrate_confirm(mig_fd, false);
 		fprintf(stderr, "dvmm: %s\n", e.msg);
 		if (created && h && h->destroying)
 			h->destroying(h->opaque, pc);
 		machine_destroy(pc, NULL);
 		*status = EXIT_FAILURE_VMM;
 		return -1;
+	}
+	if (mig_fd >= 0) {
+		migrate_confirm(mig_fd, true);
+		pr_info("the migrated VM runs here");
 	}
 	pthread_mutex_lock(&r->lock);
 	r->pc = pc;
@@ -783,11 +882,21 @@ int runner_run(struct runner *r)
 			      .stop = op_stop,
 			      .status = op_status,
 			      .stats = op_stats,
+			      .migrate = op_migrate,
 			      .ctx = r};
 	struct api_server api = {.listen_fd = -1};
 	char errbuf[256];
+	struct err e = {0};
 	int status;
 
+	if (r->opt->migration_secret) {
+		if (migrate_load_secret(r->opt->migration_secret, &r->secret,
+					&e)) {
+			fprintf(stderr, "dvmm: %s\n", e.msg);
+			return EXIT_FAILURE_VMM;
+		}
+		r->have_secret = true;
+	}
 	if (r->opt->api_path && api_server_start(&api, r->opt->api_path, &ops,
 						 errbuf, sizeof(errbuf))) {
 		fprintf(stderr, "dvmm: %s\n", errbuf);

@@ -25,6 +25,8 @@ struct run_options {
 	int nodes;	      /* --nodes N; 0 runs the VM in this process */
 	bool netns;	      /* --netns: one network namespace per node */
 	bool irqchip_set;     /* --irqchip given */
+	const char *incoming; /* --incoming tcp:HOST:PORT */
+	const char *migration_secret; /* --migration-secret FILE */
 };
 
 /* What a cluster adds to the control socket's status and stats. */

@@ -499,9 +499,9 @@ int machine_create(struct machine *pc, const struct machine_config *cfg,
 		rc = add_devices(pc, cfg, keep, e);
 	if (!rc)
 		rc = add_virtio_devices(pc, cfg, e);
-	if (!rc && is_node0(cfg))
+	if (!rc && is_node0(cfg) && !cfg->incoming)
 		rc = write_acpi(pc, cfg->ncpus, e);
-	if (!rc && is_node0(cfg))
+	if (!rc && is_node0(cfg) && !cfg->incoming)
 		rc = load_kernel(pc, cfg, e);
 	return rc;
 }

@@ -75,6 +75,7 @@ struct machine_config {
 	bool rng;
 	int vconsole_out_fd; /* -1: no virtio-console */
 	bool user_irqchip;   /* --irqchip user (always on a cluster) */
+	bool incoming;	     /* RAM and state will come from a migration */
 	const struct machine_cluster *cluster; /* NULL: one node */
 };
 
