@@ -540,17 +540,24 @@ int migrate_receive(struct vm *vm, const char *uri,
 	if (lfd < 0)
 		return lfd;
 	pr_info("waiting for a migration source on %s", uri);
-	c.fd = accept_one(lfd, timeout_ms, e);
+	for (;;) { /* strangers are refused; we go on waiting */
+		c.fd = accept_one(lfd, timeout_ms, e);
+		if (c.fd < 0)
+			break;
+		rc = auth_as_dest(&c, s, e);
+		if (!rc)
+			break;
+		pr_warn("%s; still waiting on %s", e->msg, uri);
+		err_clear(e);
+		close(c.fd);
+	}
 	close(lfd);
 	if (c.fd < 0)
 		return c.fd;
-	rc = auth_as_dest(&c, s, e);
-	if (!rc) {
-		crypto_auth_hmacsha256_init(&c.mac, s->key, s->len);
-		while ((rc = recv_record(&c, vm, &blob, &blen, mac, e)) == 0)
-			;
-		rc = rc == 1 ? 0 : rc;
-	}
+	crypto_auth_hmacsha256_init(&c.mac, s->key, s->len);
+	while ((rc = recv_record(&c, vm, &blob, &blen, mac, e)) == 0)
+		;
+	rc = rc == 1 ? 0 : rc;
 	if (!rc) {
 		crypto_auth_hmacsha256_final(&c.mac, want);
 		if (sodium_memcmp(mac, want, MAC_LEN))

@@ -47,8 +47,10 @@ int migrate_send(struct vm *vm, const char *uri, const struct migrate_secret *s,
 		 struct migrate_result *r, struct err *e);
 
 /*
- * Destination: listen on @uri and take one source (waiting at most
- * @timeout_ms, 0 = forever), authenticate, receive RAM and state into @vm
+ * Destination: listen on @uri and take one source that proves the secret
+ * (a connection that does not is refused with a warning, and the wait goes
+ * on; at most @timeout_ms for each, 0 = forever), receive RAM and state
+ * into @vm
  * (created, not started) and restore it. Returns the connection (>= 0) for
  * migrate_confirm once the vCPUs run, or a negative errno.
  */
