@@ -113,3 +113,40 @@ t_migrate_bad_options() {
 		--migration-secret "$TMP/short" --cmdline tests=boot
 	expect_rc 1 && one_line "$TMP/out" && grep -q short "$TMP/out"
 }
+
+# mangled_migration MODE : the stream relayed through tcp_mangle, which
+# corrupts one byte or cuts the connection 100 KiB in: the destination
+# refuses what it got, the source's guest goes on.
+mangled_migration() {
+	migrate_env
+	relay=$(free_port)
+	start_dvmm_bg "$TMP/dst" run --memory 64M --kernel "$GUEST" \
+		--incoming "tcp:127.0.0.1:$MIG_PORT" \
+		--migration-secret "$TMP/secret" --cmdline "tests=idle"
+	dst=$BGPID
+	"$TOOLS/tcp_mangle" "$relay" "$MIG_PORT" "$1" 102400 >"$TMP/relay" 2>&1 &
+	BG_PIDS="$BG_PIDS $!"
+	start_dvmm_bg "$TMP/out" run --memory 64M --kernel "$GUEST" \
+		--api "$TMP/src.sock" --migration-secret "$TMP/secret" \
+		--cmdline "tests=idle"
+	src=$BGPID
+	wait_for "grep -q '^INFO tick 2 ' $TMP/out && grep -q ready $TMP/relay && ss -ltn | grep -q ':$MIG_PORT '" \
+		60 "guest ticks, the relay and the destination" || return 1
+	! "$DVMM" ctl "$TMP/src.sock" migrate "tcp:127.0.0.1:$relay" \
+		>"$TMP/m" 2>&1 || fail "a $1 stream migrated" || return 1
+	pid=$dst
+	wait_exit "$dst" 30 && expect_rc 1 && one_line "$TMP/dst" || return 1
+	[ "$1" = cut ] ||
+		grep -Eq 'corrupted|bad migration record' "$TMP/dst" ||
+		fail "destination: $(cat "$TMP/dst")" || return 1
+	n=$(grep -c '^INFO tick' "$TMP/out")
+	wait_for "[ \$(grep -c '^INFO tick' $TMP/out) -gt $((n + 1)) ]" 30 \
+		"the source's guest going on" || return 1
+	"$DVMM" ctl "$TMP/src.sock" stop >/dev/null || fail "stop failed" ||
+		return 1
+	pid=$src
+	wait_exit "$src" 20 && expect_rc 0
+}
+
+t_migrate_corrupted_stream() { mangled_migration corrupt; }
+t_migrate_cut_stream() { mangled_migration cut; }
