@@ -543,10 +543,10 @@ static int op_migrate(void *ctx, const char *to, json_t **out, char *why,
 		      size_t whylen)
 {
 	struct runner *r = ctx;
+	struct migrate_opts mo = {0};
 	struct migrate_result res;
 	const char *no;
 	struct err e = {0};
-	bool was_paused;
 	int rc;
 
 	pthread_mutex_lock(&r->lock);
@@ -556,14 +556,9 @@ static int op_migrate(void *ctx, const char *to, json_t **out, char *why,
 		pthread_mutex_unlock(&r->lock);
 		return -EINVAL;
 	}
-	was_paused = vm_get_state(&r->pc->vm) == VM_PAUSED;
-	rc = was_paused ? 0 : vm_pause(&r->pc->vm);
-	if (!rc)
-		rc = migrate_send(&r->pc->vm, to, &r->secret, &res, &e);
+	rc = migrate_send(&r->pc->vm, to, &r->secret, &mo, &res, &e);
 	if (rc) {
 		snprintf(why, whylen, "%s", e.code ? e.msg : strerror(-rc));
-		if (!was_paused)
-			vm_resume(&r->pc->vm);
 		pthread_mutex_unlock(&r->lock);
 		pr_warn("migration to %s failed: %s; the VM goes on here", to,
 			why);
@@ -574,13 +569,16 @@ static int op_migrate(void *ctx, const char *to, json_t **out, char *why,
 	vm_stop(&r->pc->vm, VM_STOP_USER, 0);
 	pthread_mutex_unlock(&r->lock);
 	fprintf(stderr,
-		"dvmm: the VM moved to %s (%.1f ms paused); ending "
-		"here\n",
-		to, res.copy_ms);
-	*out = json_pack("{s:f, s:I, s:I, s:I}", "downtime_ms", res.copy_ms,
-			 "pages_sent", (json_int_t)res.pages_sent, "zero_pages",
-			 (json_int_t)res.zero_pages, "bytes",
-			 (json_int_t)res.bytes);
+		"dvmm: the VM moved to %s (%.1f ms paused, %u pre-copy "
+		"rounds); ending here\n",
+		to, res.downtime_ms, res.rounds);
+	*out = json_pack(
+		"{s:f, s:f, s:i, s:b, s:I, s:I, s:I, s:I}", "downtime_ms",
+		res.downtime_ms, "total_ms", res.total_ms, "rounds",
+		(int)res.rounds, "precopy", res.precopy, "final_pages",
+		(json_int_t)res.final_pages, "pages_sent",
+		(json_int_t)res.pages_sent, "zero_pages",
+		(json_int_t)res.zero_pages, "bytes", (json_int_t)res.bytes);
 	return 0;
 }
 

@@ -33,4 +33,12 @@ int vm_irqfd(struct vm *vm, int fd, uint32_t gsi, bool assign);
 int vm_map_host_memory(struct vm *vm, uint64_t gpa, void *hva, uint64_t size);
 int vm_unmap_host_memory(struct vm *vm, int slot);
 
+/*
+ * Dirty logging of the guest RAM slots (vCPU writes only; dvmm's own
+ * writes are not logged): turn it on or off, and fetch-and-clear the
+ * bitmap of RAM region @region (a bit per 4 KiB page of that region).
+ */
+int vm_dirty_log(struct vm *vm, bool on);
+int vm_dirty_pages(struct vm *vm, int region, uint64_t *bitmap);
+
 #endif

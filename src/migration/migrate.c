@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/vm_io.h"
 #include "migration/migrate.h"
 #include "migration/vmstate.h"
 #include "util/clock.h"
@@ -349,60 +350,241 @@ static int connect_to(const char *uri, struct err *e)
 	return fd;
 }
 
+/* One page: its bytes, or a zero marker. */
+static int send_page(struct conn *c, struct vm *vm, uint64_t off,
+		     struct migrate_result *r)
+{
+	const uint8_t *p = vm->mem.base + off;
+	uint64_t z[2] = {off, 1};
+
+	if (page_is_zero(p)) {
+		r->zero_pages++;
+		return send_rec(c, REC_ZERO, z, sizeof(z), NULL, 0);
+	}
+	r->pages_sent++;
+	r->bytes += PAGE;
+	return send_rec(c, REC_PAGE, &off, sizeof(off), p, PAGE);
+}
+
+struct dirty {
+	uint64_t *map[GUEST_MEM_MAX_REGIONS];
+	uint64_t words[GUEST_MEM_MAX_REGIONS];
+};
+
+static void dirty_free(struct dirty *d)
+{
+	for (int i = 0; i < GUEST_MEM_MAX_REGIONS; i++)
+		free(d->map[i]);
+}
+
+static int dirty_alloc(struct dirty *d, struct vm *vm)
+{
+	memset(d, 0, sizeof(*d));
+	for (int i = 0; i < vm->mem.nregions; i++) {
+		d->words[i] = (vm->mem.region[i].size / PAGE + 63) / 64;
+		d->map[i] = calloc(d->words[i], sizeof(uint64_t));
+		if (!d->map[i])
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* A scratch bitmap as large as the largest region's. */
+static uint64_t *dirty_scratch(const struct dirty *d)
+{
+	uint64_t words = 1;
+
+	for (int i = 0; i < GUEST_MEM_MAX_REGIONS; i++)
+		if (d->words[i] > words)
+			words = d->words[i];
+	return calloc(words, sizeof(uint64_t));
+}
+
+/* OR the pages dirtied since the last call into @d; their count. */
+static int64_t dirty_collect(struct dirty *d, struct vm *vm, uint64_t *tmp)
+{
+	int64_t n = 0;
+
+	for (int i = 0; i < vm->mem.nregions; i++) {
+		int rc = vm_dirty_pages(vm, i, tmp);
+
+		if (rc)
+			return rc;
+		for (uint64_t w = 0; w < d->words[i]; w++) {
+			d->map[i][w] |= tmp[w];
+			n += __builtin_popcountll(d->map[i][w]);
+		}
+	}
+	return n;
+}
+
+/* Send the pages marked in @d and clear them. */
+static int dirty_send(struct dirty *d, struct conn *c, struct vm *vm,
+		      struct migrate_result *r)
+{
+	int rc = 0;
+
+	for (int i = 0; i < vm->mem.nregions && !rc; i++) {
+		uint64_t base =
+			(uint64_t)(vm->mem.region[i].hva - vm->mem.base);
+
+		for (uint64_t w = 0; w < d->words[i] && !rc; w++) {
+			uint64_t bits = d->map[i][w];
+
+			d->map[i][w] = 0;
+			while (bits && !rc) {
+				int b = __builtin_ctzll(bits);
+
+				bits &= bits - 1;
+				rc = send_page(c, vm,
+					       base + (w * 64 + (uint64_t)b) *
+							       PAGE,
+					       r);
+			}
+		}
+	}
+	return rc;
+}
+
+/*
+ * Pre-copy: all of RAM, then rounds of what the vCPUs dirtied, until the
+ * rest would take under the downtime target at the rate seen so far.
+ * Leaves the last round's pages marked in @d. Returns 0, or -ENOTSUP when
+ * KVM cannot log (the caller then copies everything while paused).
+ */
+static int precopy(struct conn *c, struct vm *vm, const struct migrate_opts *o,
+		   struct dirty *d, struct migrate_result *r)
+{
+	unsigned int target = o->downtime_ms ? o->downtime_ms : 50;
+	unsigned int max = o->max_rounds ? o->max_rounds : 30;
+	uint64_t *tmp = dirty_scratch(d);
+	uint64_t t0 = clock_mono_ns(), bytes0 = r->bytes;
+	int64_t n = 0;
+	int rc;
+
+	if (!tmp)
+		return -ENOMEM;
+	rc = vm_dirty_log(vm, true);
+	if (!rc)
+		n = dirty_collect(d, vm, tmp); /* from now on */
+	if (rc || n < 0) {
+		free(tmp);
+		vm_dirty_log(vm, false);
+		return -ENOTSUP;
+	}
+	for (int i = 0; i < vm->mem.nregions; i++)
+		memset(d->map[i], 0, d->words[i] * sizeof(uint64_t));
+	r->precopy = true;
+	rc = send_ram(c, vm, r);
+	while (!rc) {
+		double ms = (double)(clock_mono_ns() - t0) / 1e6;
+		double rate = ms > 0 ? (double)(r->bytes - bytes0) / ms : 0;
+
+		n = dirty_collect(d, vm, tmp);
+		if (n < 0) {
+			rc = (int)n;
+			break;
+		}
+		/* bytes per ms; never trust less than 100 MB/s as the link */
+		if (rate < 100000)
+			rate = 100000;
+		if ((double)n * PAGE / rate <= target || r->rounds >= max)
+			break;
+		r->rounds++;
+		rc = dirty_send(d, c, vm, r);
+	}
+	free(tmp);
+	return rc;
+}
+
 int migrate_send(struct vm *vm, const char *uri, const struct migrate_secret *s,
-		 struct migrate_result *r, struct err *e)
+		 const struct migrate_opts *o, struct migrate_result *r,
+		 struct err *e)
 {
 	struct conn c = {.fd = -1};
 	struct vmstate st = {0};
+	struct dirty d;
 	uint8_t *blob = NULL, mac[MAC_LEN], answer = 0;
 	size_t blen = 0;
 	uint64_t info[2] = {vm->mem.ram_size, (uint64_t)vm->ncpus};
-	uint64_t t0 = clock_mono_ns();
+	uint64_t t0 = clock_mono_ns(), tp = 0;
+	bool paused = false;
 	int rc;
 
 	memset(r, 0, sizeof(*r));
-	if ((rc = vmstate_capture(vm, &st, e)))
-		return rc;
-	rc = vmstate_encode(&st, &blob, &blen);
-	vmstate_free(&st);
-	if (rc)
-		return err_set(e, rc, "cannot encode the VM state");
+	rc = dirty_alloc(&d, vm);
+	if (rc) {
+		dirty_free(&d);
+		return err_set(e, rc, "out of memory for the dirty bitmaps");
+	}
 	c.fd = connect_to(uri, e);
 	if (c.fd < 0) {
-		free(blob);
+		dirty_free(&d);
 		return c.fd;
 	}
 	rc = auth_as_source(&c, s, e);
 	if (!rc) {
 		crypto_auth_hmacsha256_init(&c.mac, s->key, s->len);
 		rc = send_rec(&c, REC_RAM_INFO, info, sizeof(info), NULL, 0);
-		if (!rc)
-			rc = send_ram(&c, vm, r);
-		if (!rc)
-			rc = send_rec(&c, REC_STATE, blob, blen, NULL, 0);
-		crypto_auth_hmacsha256_final(&c.mac, mac);
-		if (!rc) {
-			struct rec_hdr h = {.type = REC_END, .len = MAC_LEN};
+	}
+	if (!rc) {
+		rc = precopy(&c, vm, o, &d, r);
+		if (rc == -ENOTSUP)
+			rc = 0; /* everything goes while paused */
+	}
+	/* the final copy, paused */
+	if (!rc) {
+		tp = clock_mono_ns();
+		paused = vm_pause(vm) == 0;
+		if (r->precopy) {
+			uint64_t before = r->pages_sent + r->zero_pages;
+			uint64_t *tmp = dirty_scratch(&d);
+			int64_t n = tmp ? dirty_collect(&d, vm, tmp) : -ENOMEM;
 
-			rc = send_all(c.fd, &h, sizeof(h));
-			if (!rc)
-				rc = send_all(c.fd, mac, MAC_LEN);
-		}
-		if (rc && !e->code)
-			err_set(e, rc, "sending to %s: %s", uri, strerror(-rc));
-		if (!rc) {
-			rc = recv_all(c.fd, &answer, 1, RUNNING_TIMEOUT_MS);
-			if (rc || answer != 'R')
-				rc = err_set(e, rc ? rc : -EPROTO,
-					     "the destination did not start "
-					     "the VM (%s)",
-					     rc ? strerror(-rc) :
-						  "it said it failed");
+			free(tmp);
+			rc = n < 0 ? (int)n : dirty_send(&d, &c, vm, r);
+			r->final_pages = r->pages_sent + r->zero_pages - before;
+		} else {
+			rc = send_ram(&c, vm, r);
 		}
 	}
+	if (!rc)
+		rc = vmstate_capture(vm, &st, e);
+	if (!rc) {
+		rc = vmstate_encode(&st, &blob, &blen);
+		if (rc)
+			err_set(e, rc, "cannot encode the VM state");
+	}
+	vmstate_free(&st);
+	if (!rc)
+		rc = send_rec(&c, REC_STATE, blob, blen, NULL, 0);
+	if (!rc) {
+		struct rec_hdr h = {.type = REC_END, .len = MAC_LEN};
+
+		crypto_auth_hmacsha256_final(&c.mac, mac);
+		rc = send_all(c.fd, &h, sizeof(h));
+		if (!rc)
+			rc = send_all(c.fd, mac, MAC_LEN);
+	}
+	if (rc && !e->code)
+		err_set(e, rc, "sending to %s: %s", uri, strerror(-rc));
+	if (!rc) {
+		rc = recv_all(c.fd, &answer, 1, RUNNING_TIMEOUT_MS);
+		if (rc || answer != 'R')
+			rc = err_set(e, rc ? rc : -EPROTO,
+				     "the destination did not start the VM "
+				     "(%s)",
+				     rc ? strerror(-rc) : "it said it failed");
+	}
 	r->bytes += blen;
-	r->copy_ms = (double)(clock_mono_ns() - t0) / 1e6;
+	r->downtime_ms = tp ? (double)(clock_mono_ns() - tp) / 1e6 : 0;
+	r->total_ms = (double)(clock_mono_ns() - t0) / 1e6;
+	if (r->precopy)
+		vm_dirty_log(vm, false);
+	if (rc && paused)
+		vm_resume(vm);
 	free(blob);
+	dirty_free(&d);
 	close(c.fd);
 	return rc;
 }

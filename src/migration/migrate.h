@@ -4,9 +4,9 @@
  * then records (guest RAM pages, runs of zero pages, the KVM state from
  * vmstate.c), then an HMAC over every record byte, checked before the
  * destination restores anything; the destination answers once its vCPUs
- * run, and only then does the source stop. This is the stop-and-copy
- * part: the source is paused for the whole copy (pre-copy rounds over
- * dirty logging come next, see docs/migration.md).
+ * run, and only then does the source stop. RAM goes first while the VM
+ * runs, in rounds of the pages its vCPUs dirtied (KVM dirty logging), then
+ * the rest with the VM paused (see docs/migration.md).
  */
 #ifndef DVMM_MIGRATION_MIGRATE_H
 #define DVMM_MIGRATION_MIGRATE_H
@@ -26,9 +26,18 @@ struct migrate_secret {
 	size_t len;
 };
 
+struct migrate_opts {
+	unsigned int downtime_ms; /* target for the final copy (0: 50) */
+	unsigned int max_rounds;  /* pre-copy rounds at most (0: 30) */
+};
+
 struct migrate_result {
 	uint64_t pages_sent, zero_pages, bytes;
-	double copy_ms; /* the source was paused this long, at least */
+	unsigned int rounds;  /* pre-copy rounds before the final one */
+	uint64_t final_pages; /* pages sent while paused */
+	double downtime_ms;   /* paused until the destination ran */
+	double total_ms;
+	bool precopy; /* false: dirty logging was not available */
 };
 
 /* A secret file: hex, 16 to 64 bytes, not readable by every user. */
@@ -39,12 +48,15 @@ int migrate_parse_uri(const char *uri, char *host, size_t hostlen,
 		      uint16_t *port, struct err *e);
 
 /*
- * Source: @vm paused by the caller. Connect to @uri, authenticate, send RAM
- * and state, wait (bounded) until the destination runs. 0, or a negative
- * errno with e saying why (the caller then resumes the VM).
+ * Source: connect to @uri, authenticate, copy the RAM while the VM runs
+ * (pre-copy rounds over KVM dirty logging until the rest fits the downtime
+ * target), pause it, send the rest and the state, and wait (bounded) until
+ * the destination runs. On failure the VM is resumed if this call paused
+ * it. 0, or a negative errno with e saying why.
  */
 int migrate_send(struct vm *vm, const char *uri, const struct migrate_secret *s,
-		 struct migrate_result *r, struct err *e);
+		 const struct migrate_opts *o, struct migrate_result *r,
+		 struct err *e);
 
 /*
  * Destination: listen on @uri and take one source that proves the secret
