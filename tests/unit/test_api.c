@@ -902,11 +902,13 @@ static void test_ctl_error(void **state)
 static void test_ctl_usage(void **state)
 {
 	static const char usage[] =
-		"usage: dvmm ctl SOCKET status|pause|resume|stop|stats\n";
+		"usage: dvmm ctl SOCKET status|pause|resume|stop|stats\n"
+		"       dvmm ctl SOCKET migrate tcp:HOST:PORT\n";
 	struct fixture *f = *state;
 	char *few[] = {"ctl", f->path, NULL};
 	char *many[] = {"ctl", f->path, "status", "now", NULL};
 	char *help[] = {"ctl", "--help", NULL};
+	char *mig[] = {"ctl", f->path, "migrate", NULL};
 	struct ctl_result r;
 
 	run_ctl(f, &r, 2, few);
@@ -918,6 +920,8 @@ static void test_ctl_usage(void **state)
 	run_ctl(f, &r, 2, help);
 	assert_int_equal(r.rc, 0);
 	assert_string_equal(r.out, usage);
+	run_ctl(f, &r, 3, mig); /* migrate without a destination */
+	assert_int_not_equal(r.rc, 0);
 }
 
 static void test_ctl_no_server(void **state)
