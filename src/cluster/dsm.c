@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "cluster/dsm_proto.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #define PG DSM_PAGE_SIZE
@@ -75,14 +76,6 @@ struct dsm {
 };
 
 #define DSM_HOLD_NS 100000ull /* see hold_before_giving_up */
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------------ */
 /* Page operations                                                     */
@@ -198,7 +191,7 @@ static void record_latency(struct dsm *d, uint64_t page)
 
 	if (!d->t_fault[page])
 		return;
-	ns = now_ns() - d->t_fault[page];
+	ns = clock_mono_ns() - d->t_fault[page];
 	d->t_fault[page] = 0;
 	us = ns / 1000;
 	while (us > 1 && b < DSM_LAT_BUCKETS - 1) {
@@ -243,7 +236,7 @@ static int op_install(struct dsm *d, uint64_t page, const struct dsm_out *o,
 		d->st.zero_grants++;
 	}
 	record_latency(d, page);
-	d->t_got[page] = now_ns();
+	d->t_got[page] = clock_mono_ns();
 	return uffd_install(d, page, src, o->install_wp);
 }
 
@@ -267,7 +260,7 @@ static int do_ops(struct dsm *d, uint64_t page, const struct dsm_out *o,
 	if (!rc && (o->ops & DSM_OP_UNWP)) {
 		if (d->cache[page].state == DSM_EXCLUSIVE && d->t_fault[page])
 			record_latency(d, page);
-		d->t_got[page] = now_ns();
+		d->t_got[page] = clock_mono_ns();
 		rc = uffd_wp(d, page, false);
 	}
 	if (!rc && (o->ops & DSM_OP_WAKE))
@@ -422,7 +415,7 @@ static void hold_before_giving_up(struct dsm *d, const void *payload,
 	pthread_mutex_lock(&d->lock);
 	got = d->t_got[w.page];
 	pthread_mutex_unlock(&d->lock);
-	now = now_ns();
+	now = clock_mono_ns();
 	if (got && now - got < DSM_HOLD_NS) {
 		struct timespec ts = {
 			.tv_nsec = (long)(DSM_HOLD_NS - (now - got))};
@@ -486,7 +479,7 @@ static void on_fault(struct dsm *d, const struct uffd_msg *msg)
 	dsm_cache_fault(&d->cache[page], d->self, &d->lay, page,
 			write ? DSM_FAULT_WRITE : DSM_FAULT_READ, &o);
 	if (o.n && !d->t_fault[page])
-		d->t_fault[page] = now_ns();
+		d->t_fault[page] = clock_mono_ns();
 	if (!o.n)
 		d->st.fault_spurious += o.ops ? 1 : 0;
 	do_out(d, page, &o, DSM_D_NONE, NULL);

@@ -93,6 +93,20 @@ static int vm_ioctl(struct vm *vm, unsigned long req, unsigned long arg,
 	return 0;
 }
 
+int vm_set_ram_slot(struct vm *vm, int region, uint32_t flags)
+{
+	struct guest_mem_region *r = &vm->mem.region[region];
+	struct kvm_userspace_memory_region slot = {
+		.slot = (uint32_t)region,
+		.flags = flags,
+		.guest_phys_addr = r->gpa,
+		.memory_size = r->size,
+		.userspace_addr = (uint64_t)(uintptr_t)r->hva,
+	};
+
+	return ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot) ? -errno : 0;
+}
+
 static int setup_memory(struct vm *vm, uint64_t ram_size, uint8_t *ram,
 			struct err *e)
 {
@@ -104,19 +118,11 @@ static int setup_memory(struct vm *vm, uint64_t ram_size, uint8_t *ram,
 			e, rc, "cannot allocate %llu MiB of guest RAM: %s",
 			(unsigned long long)(ram_size >> 20), strerror(-rc));
 	for (int i = 0; i < vm->mem.nregions; i++) {
-		struct guest_mem_region *r = &vm->mem.region[i];
-		struct kvm_userspace_memory_region slot = {
-			.slot = (uint32_t)i,
-			.guest_phys_addr = r->gpa,
-			.memory_size = r->size,
-			.userspace_addr = (uint64_t)(uintptr_t)r->hva,
-		};
-
-		rc = vm_ioctl(vm, KVM_SET_USER_MEMORY_REGION,
-			      (unsigned long)&slot,
-			      "KVM_SET_USER_MEMORY_REGION", e);
+		rc = vm_set_ram_slot(vm, i, 0);
 		if (rc)
-			return rc;
+			return err_set(e, rc,
+				       "KVM_SET_USER_MEMORY_REGION failed: %s",
+				       strerror(-rc));
 	}
 	return 0;
 }

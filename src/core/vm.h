@@ -189,6 +189,8 @@ enum vm_state vm_get_state(struct vm *vm);
 double vm_uptime(struct vm *vm);
 uint64_t vm_exit_count(struct vm *vm, int cpu, enum vcpu_exit_kind kind);
 
+/* (Re)register RAM region @region as KVM memslot @region with @flags. */
+int vm_set_ram_slot(struct vm *vm, int region, uint32_t flags);
 /* The KVM TSC offset of vCPU @cpu (guest TSC = host TSC + offset). */
 int vm_get_tsc_offset(struct vm *vm, int cpu, int64_t *offset);
 /*

@@ -196,27 +196,12 @@ int vm_unmap_host_memory(struct vm *vm, int slot)
 
 /* ---- dirty logging of guest RAM (migration) ---- */
 
-static int set_ram_slot_flags(struct vm *vm, int i, uint32_t flags)
-{
-	struct guest_mem_region *r = &vm->mem.region[i];
-	struct kvm_userspace_memory_region slot = {
-		.slot = (uint32_t)i,
-		.flags = flags,
-		.guest_phys_addr = r->gpa,
-		.memory_size = r->size,
-		.userspace_addr = (uint64_t)(uintptr_t)r->hva,
-	};
-
-	return ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot) ? -errno : 0;
-}
-
 int vm_dirty_log(struct vm *vm, bool on)
 {
 	int rc = 0;
 
 	for (int i = 0; i < vm->mem.nregions && !rc; i++)
-		rc = set_ram_slot_flags(vm, i,
-					on ? KVM_MEM_LOG_DIRTY_PAGES : 0);
+		rc = vm_set_ram_slot(vm, i, on ? KVM_MEM_LOG_DIRTY_PAGES : 0);
 	return rc;
 }
 

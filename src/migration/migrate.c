@@ -295,61 +295,6 @@ static bool page_is_zero(const uint8_t *p)
 	return !memcmp(p, zero, PAGE);
 }
 
-static int send_ram(struct conn *c, struct vm *vm, struct migrate_result *r)
-{
-	const uint8_t *base = vm->mem.base;
-	uint64_t npages = vm->mem.ram_size / PAGE;
-	int rc = 0;
-
-	for (uint64_t p = 0; p < npages && !rc;) {
-		uint64_t off = p * PAGE, run = 0, hdr[2];
-
-		while (p + run < npages &&
-		       page_is_zero(base + (p + run) * PAGE))
-			run++;
-		if (run) {
-			hdr[0] = off;
-			hdr[1] = run;
-			rc = send_rec(c, REC_ZERO, hdr, sizeof(hdr), NULL, 0);
-			r->zero_pages += run;
-			p += run;
-			continue;
-		}
-		rc = send_rec(c, REC_PAGE, &off, sizeof(off), base + off, PAGE);
-		r->pages_sent++;
-		r->bytes += PAGE;
-		p++;
-	}
-	return rc;
-}
-
-static int connect_to(const char *uri, struct err *e)
-{
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
-	char host[256], port[8];
-	uint16_t p;
-	int fd, rc, one = 1;
-
-	if ((rc = migrate_parse_uri(uri, host, sizeof(host), &p, e)))
-		return rc;
-	snprintf(port, sizeof(port), "%u", p);
-	if (getaddrinfo(host, port, &hints, &ai) || !ai)
-		return err_set(e, -EHOSTUNREACH, "cannot resolve %s", host);
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	rc = fd < 0 ? -errno : 0;
-	if (!rc && connect(fd, ai->ai_addr, ai->ai_addrlen))
-		rc = -errno;
-	freeaddrinfo(ai);
-	if (rc) {
-		if (fd >= 0)
-			close(fd);
-		return err_set(e, rc, "cannot reach %s: %s", uri,
-			       strerror(-rc));
-	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	return fd;
-}
-
 /* One page: its bytes, or a zero marker. */
 static int send_page(struct conn *c, struct vm *vm, uint64_t off,
 		     struct migrate_result *r)
@@ -364,6 +309,74 @@ static int send_page(struct conn *c, struct vm *vm, uint64_t off,
 	r->pages_sent++;
 	r->bytes += PAGE;
 	return send_rec(c, REC_PAGE, &off, sizeof(off), p, PAGE);
+}
+
+/* All of RAM: runs of zero pages as one marker each, the rest as pages. */
+static int send_ram(struct conn *c, struct vm *vm, struct migrate_result *r)
+{
+	const uint8_t *base = vm->mem.base;
+	uint64_t npages = vm->mem.ram_size / PAGE;
+	int rc = 0;
+
+	for (uint64_t p = 0; p < npages && !rc;) {
+		uint64_t run = 0, hdr[2];
+
+		while (p + run < npages &&
+		       page_is_zero(base + (p + run) * PAGE))
+			run++;
+		if (!run) {
+			rc = send_page(c, vm, p++ * PAGE, r);
+			continue;
+		}
+		hdr[0] = p * PAGE;
+		hdr[1] = run;
+		rc = send_rec(c, REC_ZERO, hdr, sizeof(hdr), NULL, 0);
+		r->zero_pages += run;
+		p += run;
+	}
+	return rc;
+}
+
+/* "tcp:HOST:PORT" as a socket address (@passive: to listen on). */
+static int resolve(const char *uri, bool passive, struct addrinfo **ai,
+		   struct err *e)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+				 .ai_flags = passive ? AI_PASSIVE : 0};
+	char host[256], port[8];
+	uint16_t p;
+	int rc = migrate_parse_uri(uri, host, sizeof(host), &p, e);
+
+	if (rc)
+		return rc;
+	snprintf(port, sizeof(port), "%u", p);
+	*ai = NULL;
+	if (getaddrinfo(host, port, &hints, ai) || !*ai)
+		return err_set(e, passive ? -EADDRNOTAVAIL : -EHOSTUNREACH,
+			       "cannot resolve %s", host);
+	return 0;
+}
+
+static int connect_to(const char *uri, struct err *e)
+{
+	struct addrinfo *ai;
+	int fd, rc, one = 1;
+
+	if ((rc = resolve(uri, false, &ai, e)))
+		return rc;
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	rc = fd < 0 ? -errno : 0;
+	if (!rc && connect(fd, ai->ai_addr, ai->ai_addrlen))
+		rc = -errno;
+	freeaddrinfo(ai);
+	if (rc) {
+		if (fd >= 0)
+			close(fd);
+		return err_set(e, rc, "cannot reach %s: %s", uri,
+			       strerror(-rc));
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
 }
 
 struct dirty {
@@ -593,18 +606,11 @@ int migrate_send(struct vm *vm, const char *uri, const struct migrate_secret *s,
 
 static int listen_on(const char *uri, struct err *e)
 {
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-				 .ai_flags = AI_PASSIVE},
-			*ai = NULL;
-	char host[256], port[8];
-	uint16_t p;
+	struct addrinfo *ai;
 	int fd, rc, one = 1;
 
-	if ((rc = migrate_parse_uri(uri, host, sizeof(host), &p, e)))
+	if ((rc = resolve(uri, true, &ai, e)))
 		return rc;
-	snprintf(port, sizeof(port), "%u", p);
-	if (getaddrinfo(host, port, &hints, &ai) || !ai)
-		return err_set(e, -EADDRNOTAVAIL, "cannot resolve %s", host);
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	rc = fd < 0 ? -errno : 0;
 	if (!rc)

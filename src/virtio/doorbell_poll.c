@@ -29,6 +29,7 @@
 #include <sys/prctl.h>
 #include <time.h>
 
+#include "util/clock.h"
 #include "util/log.h"
 #include "virtio/virtio_pci.h"
 
@@ -60,14 +61,6 @@ static inline void cpu_relax(void)
 #else
 	__asm__ __volatile__("" ::: "memory");
 #endif
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
 }
 
 /* Same rule as the transport: kicks only between DRIVER_OK and reset. */
@@ -123,7 +116,7 @@ static uint32_t first_nap(struct doorbell_poller *p, uint64_t idle_since)
 	uint32_t min = __atomic_load_n(&p->sleep_min_us, __ATOMIC_RELAXED);
 
 	if (!__atomic_load_n(&p->sleep_max_us, __ATOMIC_RELAXED) ||
-	    now_ns() - idle_since < spin_ns)
+	    clock_mono_ns() - idle_since < spin_ns)
 		return 0;
 	return min ? min : 1;
 }
@@ -165,7 +158,7 @@ static void *poll_thread(void *arg)
 		if (++idle_rounds % IDLE_CHECK_ROUNDS)
 			continue;
 		if (!idle_since)
-			idle_since = now_ns();
+			idle_since = clock_mono_ns();
 		else
 			nap = first_nap(p, idle_since);
 	}
