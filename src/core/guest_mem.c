@@ -4,6 +4,7 @@
  * bounds-checked translation every other part uses to reach it.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -73,6 +74,7 @@ void guest_mem_free(struct guest_mem *m)
 {
 	if (m->base && m->owned)
 		munmap(m->base, m->ram_size);
+	free(m->wlog_buf);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -107,7 +109,86 @@ int guest_mem_write(const struct guest_mem *m, uint64_t gpa, const void *src,
 	if (!p)
 		return -EFAULT;
 	memcpy(p, src, len);
+	guest_mem_log_write(m, p, len);
 	return 0;
+}
+
+/* ---- the device-write log ---- */
+
+#define WLOG_PAGE 4096ULL
+
+static uint64_t wlog_words(const struct guest_mem *m)
+{
+	return (m->ram_size / WLOG_PAGE + 63) / 64;
+}
+
+void guest_mem_log_write(const struct guest_mem *m, const void *hva,
+			 size_t len)
+{
+	uint64_t *log = __atomic_load_n(&m->wlog, __ATOMIC_ACQUIRE);
+	uint64_t off, first, last;
+
+	if (!log || !len || (const uint8_t *)hva < m->base)
+		return;
+	off = (uint64_t)((const uint8_t *)hva - m->base);
+	if (off >= m->ram_size || len > m->ram_size - off)
+		return;
+	first = off / WLOG_PAGE;
+	last = (off + len - 1) / WLOG_PAGE;
+	for (uint64_t p = first; p <= last; p++)
+		__atomic_fetch_or(&log[p / 64], 1ULL << (p % 64),
+				  __ATOMIC_RELEASE);
+}
+
+int guest_mem_log_start(struct guest_mem *m)
+{
+	if (!m->wlog_buf) {
+		m->wlog_buf = calloc(wlog_words(m), sizeof(uint64_t));
+		if (!m->wlog_buf)
+			return -ENOMEM;
+	} else {
+		for (uint64_t w = 0; w < wlog_words(m); w++)
+			__atomic_store_n(&m->wlog_buf[w], 0, __ATOMIC_RELAXED);
+	}
+	__atomic_store_n(&m->wlog, m->wlog_buf, __ATOMIC_RELEASE);
+	return 0;
+}
+
+void guest_mem_log_stop(struct guest_mem *m)
+{
+	__atomic_store_n(&m->wlog, NULL, __ATOMIC_RELEASE);
+}
+
+uint64_t guest_mem_log_take(struct guest_mem *m, int r, uint64_t *map)
+{
+	const struct guest_mem_region *rg = &m->region[r];
+	uint64_t first = (uint64_t)(rg->hva - m->base) / WLOG_PAGE;
+	uint64_t npages = rg->size / WLOG_PAGE, n = 0;
+
+	if (!m->wlog_buf || r < 0 || r >= m->nregions)
+		return 0;
+	for (uint64_t w = first / 64; w <= (first + npages - 1) / 64; w++) {
+		uint64_t bits = __atomic_exchange_n(&m->wlog_buf[w], 0,
+						    __ATOMIC_ACQ_REL);
+
+		while (bits) {
+			uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
+
+			bits &= bits - 1;
+			if (p < first || p >= first + npages) {
+				/* another region's: give it back */
+				__atomic_fetch_or(&m->wlog_buf[w],
+						  1ULL << (p % 64),
+						  __ATOMIC_RELEASE);
+				continue;
+			}
+			p -= first;
+			if (!(map[p / 64] & (1ULL << (p % 64))))
+				n++;
+			map[p / 64] |= 1ULL << (p % 64);
+		}
+	}
+	return n;
 }
 
 uint64_t guest_mem_low_end(const struct guest_mem *m)

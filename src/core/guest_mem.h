@@ -27,6 +27,13 @@ struct guest_mem {
 	uint64_t ram_size; /* total bytes of RAM */
 	uint8_t *base;	   /* the single host mapping backing all regions */
 	int owned;	   /* base was mapped here (guest_mem_free unmaps) */
+	/*
+	 * Device-write log for migration: a bit per page from base, set by
+	 * guest_mem_log_write while on (the pointer is read atomically; the
+	 * bitmap lives until guest_mem_free). NULL: off.
+	 */
+	uint64_t *wlog;
+	uint64_t *wlog_buf;
 };
 
 /* Split @ram_size into regions around the MMIO hole; no allocation. */
@@ -46,6 +53,23 @@ int guest_mem_read(const struct guest_mem *m, uint64_t gpa, void *dst,
 		   size_t len);
 int guest_mem_write(const struct guest_mem *m, uint64_t gpa, const void *src,
 		    size_t len);
+
+/*
+ * Devices (their threads, not vCPUs) writing guest RAM call this after the
+ * write, so migration resends the pages (KVM's dirty log only sees vCPU
+ * writes). @hva..@hva+@len must lie in the mapping; a no-op while the log
+ * is off. guest_mem_write logs by itself.
+ */
+void guest_mem_log_write(const struct guest_mem *m, const void *hva,
+			 size_t len);
+/* Turn the device-write log on (clearing it) or off; -ENOMEM. */
+int guest_mem_log_start(struct guest_mem *m);
+void guest_mem_log_stop(struct guest_mem *m);
+/*
+ * Take the logged pages of region @r: OR them into @map (a bit per page
+ * of the region) and clear them in the log. Returns how many were set.
+ */
+uint64_t guest_mem_log_take(struct guest_mem *m, int r, uint64_t *map);
 
 /* End of RAM below 4 GiB (exclusive). */
 uint64_t guest_mem_low_end(const struct guest_mem *m);

@@ -38,6 +38,15 @@ struct uart8250 {
 int uart8250_init(struct uart8250 *u, struct io_registry *io,
 		  const struct irq_sink *irq, uint16_t base, uint32_t gsi,
 		  int out_fd);
+/* The registers a migration carries (the receive FIFO is not). */
+struct uart8250_regs {
+	uint8_t ier, lcr, mcr, lsr, msr, scr, dll, dlm, fcr;
+	bool thr_irq_pending;
+};
+void uart8250_save(struct uart8250 *u, struct uart8250_regs *r);
+/* Take @r (from the network) and raise the line if it says so. */
+void uart8250_load(struct uart8250 *u, const struct uart8250_regs *r);
+
 /* Start a thread reading @in_fd into the receive FIFO. */
 int uart8250_start_input(struct uart8250 *u, int in_fd);
 /* Queue host bytes for the guest; returns bytes accepted (FIFO may fill). */

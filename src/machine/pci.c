@@ -353,6 +353,17 @@ static void cfg_write_locked(struct pci_bus *b, uint32_t devfn, uint32_t off,
 		d->ops->cfg_written(d, off, n);
 }
 
+void pci_device_restore_cfg(struct pci_bus *b, struct pci_device *d,
+			    const uint8_t *cfg)
+{
+	pthread_mutex_lock(&b->lock);
+	for (uint32_t i = 0; i < PCI_CFG_SIZE; i++)
+		d->cfg[i] = (uint8_t)((d->cfg[i] & ~d->wmask[i]) |
+				      (cfg[i] & d->wmask[i]));
+	update_bars(d);
+	pthread_mutex_unlock(&b->lock);
+}
+
 void pci_cfg_read(struct pci_bus *b, uint8_t devfn, uint32_t off, uint8_t *data,
 		  uint32_t len)
 {

@@ -180,6 +180,15 @@ void pci_cfg_read(struct pci_bus *b, uint8_t devfn, uint32_t off, uint8_t *data,
 void pci_cfg_write(struct pci_bus *b, uint8_t devfn, uint32_t off,
 		   const uint8_t *data, uint32_t len);
 
+/*
+ * Migration: take the guest-writable bits of a whole config space @cfg
+ * (PCI_CFG_SIZE bytes saved from the same device on another host) and map
+ * the BARs accordingly. cfg_written is not called: the device restores
+ * its own side effects.
+ */
+void pci_device_restore_cfg(struct pci_bus *b, struct pci_device *d,
+			    const uint8_t *cfg);
+
 /* Little-endian config helpers for device code. */
 static inline void pci_set_u16(uint8_t *p, uint16_t v)
 {

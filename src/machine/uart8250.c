@@ -110,6 +110,34 @@ static void uart_update_irq(struct uart8250 *u)
 	u->irq_level = level;
 }
 
+void uart8250_save(struct uart8250 *u, struct uart8250_regs *r)
+{
+	pthread_mutex_lock(&u->lock);
+	*r = (struct uart8250_regs){
+		.ier = u->ier, .lcr = u->lcr, .mcr = u->mcr, .lsr = u->lsr,
+		.msr = u->msr, .scr = u->scr, .dll = u->dll, .dlm = u->dlm,
+		.fcr = u->fcr, .thr_irq_pending = u->thr_irq_pending,
+	};
+	pthread_mutex_unlock(&u->lock);
+}
+
+void uart8250_load(struct uart8250 *u, const struct uart8250_regs *r)
+{
+	pthread_mutex_lock(&u->lock);
+	u->ier = r->ier & 0x0f;
+	u->lcr = r->lcr;
+	u->mcr = r->mcr & 0x1f;
+	u->lsr = r->lsr;
+	u->msr = r->msr;
+	u->scr = r->scr;
+	u->dll = r->dll;
+	u->dlm = r->dlm;
+	u->fcr = r->fcr;
+	u->thr_irq_pending = r->thr_irq_pending;
+	uart_update_irq(u);
+	pthread_mutex_unlock(&u->lock);
+}
+
 static void uart_clear_rx(struct uart8250 *u)
 {
 	u->rx_head = 0;

@@ -54,6 +54,42 @@ struct virtio_device_ops {
 	/* The driver reset the device: stop touching the queues before
 	 * returning; the transport then disables them. */
 	void (*reset)(struct virtio_device *vd);
+
+	/*
+	 * Migration (all optional; called from the migration thread with the
+	 * vCPUs paused, never concurrently with each other).
+	 *
+	 * quiesce: stop taking chains from the queues and wait until every
+	 * chain already taken is finished: its data written (and logged with
+	 * guest_mem_log_write), its used entry pushed, its interrupt sent.
+	 * Afterwards the device touches neither the rings nor guest memory
+	 * until resume. Must work in any state (not activated, broken).
+	 * resume: undo quiesce; look at the queues again for work that came
+	 * meanwhile.
+	 */
+	void (*quiesce)(struct virtio_device *vd);
+	void (*resume)(struct virtio_device *vd);
+	/*
+	 * The device's own state beyond the transport's (e.g. a MAC address,
+	 * frames received for the guest but not yet delivered), as bytes:
+	 * save writes at most @cap bytes into @buf and returns the length
+	 * (or a negative errno); load (on a device created with the same
+	 * options, before activation) takes them back, refusing with a reason
+	 * in @why what does not fit this device (e.g. a disk of another
+	 * size). Input to load comes from the network: check everything.
+	 */
+	long (*save)(struct virtio_device *vd, uint8_t *buf, size_t cap);
+	int (*load)(struct virtio_device *vd, const uint8_t *buf, size_t len,
+		    char *why, size_t why_len);
+	/*
+	 * Hand the host resource over to another process on this host
+	 * (release: make the written data durable, then drop the disk's lock
+	 * or detach from the tap) and take it back (acquire). A device
+	 * created for an incoming migration starts released.
+	 * Return 0 or a negative errno with a reason in @why.
+	 */
+	int (*release)(struct virtio_device *vd, char *why, size_t why_len);
+	int (*acquire)(struct virtio_device *vd, char *why, size_t why_len);
 };
 
 /* What a device calls back; implemented by the transport. */

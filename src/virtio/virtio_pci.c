@@ -1383,3 +1383,245 @@ void virtio_pci_destroy(struct virtio_pci *vp)
 	pthread_mutex_unlock(&vp->lock);
 	teardown(vp);
 }
+
+/* --- migration --- */
+
+void virtio_pci_quiesce(struct virtio_pci *vp)
+{
+	if (vp->vd->ops->quiesce)
+		vp->vd->ops->quiesce(vp->vd);
+}
+
+void virtio_pci_resume(struct virtio_pci *vp)
+{
+	if (vp->vd->ops->resume)
+		vp->vd->ops->resume(vp->vd);
+}
+
+void virtio_pci_state_free(struct virtio_pci_state *s)
+{
+	free(s->dev);
+	s->dev = NULL;
+	s->dev_len = 0;
+}
+
+#define DEV_STATE_MAX (2u << 20)
+
+static int save_device_bytes(struct virtio_device *vd,
+			     struct virtio_pci_state *s)
+{
+	long n;
+
+	if (!vd->ops->save)
+		return 0;
+	s->dev = malloc(DEV_STATE_MAX);
+	if (!s->dev)
+		return -ENOMEM;
+	n = vd->ops->save(vd, s->dev, DEV_STATE_MAX);
+	if (n < 0) {
+		virtio_pci_state_free(s);
+		return (int)n;
+	}
+	s->dev_len = (size_t)n;
+	return 0;
+}
+
+int virtio_pci_save(struct virtio_pci *vp, struct virtio_pci_state *s)
+{
+	struct virtio_device *vd = vp->vd;
+
+	memset(s, 0, sizeof(*s));
+	memcpy(s->cfg, vp->pci.cfg, PCI_CFG_SIZE);
+	s->device_id = vd->device_id;
+	s->num_queues = vd->num_queues;
+	pthread_mutex_lock(&vp->lock);
+	s->device_feature_select = vp->device_feature_select;
+	s->driver_feature_select = vp->driver_feature_select;
+	s->driver_features = vp->driver_features;
+	s->queue_select = vp->queue_select;
+	for (int q = 0; q < vd->num_queues; q++) {
+		struct virtqueue *vq = &vd->vq[q];
+
+		s->q[q].size = vp->q[q].size;
+		s->q[q].msix_vector = vp->q[q].msix_vector;
+		s->q[q].enable = vp->q[q].enable;
+		s->q[q].desc = vp->q[q].desc;
+		s->q[q].driver = vp->q[q].driver;
+		s->q[q].device = vp->q[q].device;
+		pthread_mutex_lock(&vq->lock);
+		s->q[q].last_avail = vq->last_avail;
+		s->q[q].used_idx = vq->used_idx;
+		s->q[q].signalled_used = vq->signalled_used;
+		s->q[q].signalled_valid = vq->signalled_valid;
+		s->q[q].kick_wanted = vq->kick_wanted;
+		pthread_mutex_unlock(&vq->lock);
+	}
+	pthread_mutex_unlock(&vp->lock);
+	pthread_mutex_lock(&vd->lock);
+	s->guest_features = vd->guest_features;
+	s->status = vd->status;
+	s->config_generation = vd->config_generation;
+	pthread_mutex_unlock(&vd->lock);
+	pthread_mutex_lock(&vp->irq_lock);
+	s->msix_config = vp->msix_config;
+	s->isr = vp->isr;
+	s->intx_level = vp->intx_level;
+	for (int v = 0; v < VIRTIO_PCI_MSIX_VECTORS; v++) {
+		s->msix[v].addr = vp->msix[v].addr;
+		s->msix[v].data = vp->msix[v].data;
+		s->msix[v].masked = vp->msix[v].masked;
+		s->msix[v].pending = vp->msix[v].pending;
+	}
+	pthread_mutex_unlock(&vp->irq_lock);
+	return save_device_bytes(vd, s);
+}
+
+static bool vector_ok(uint16_t v)
+{
+	return v == VIRTIO_MSI_NO_VECTOR || MSIX_VALID(v);
+}
+
+/* Is @s something this device could have been in? */
+static int check_state(struct virtio_pci *vp, const struct virtio_pci_state *s,
+		       char *why, size_t why_len)
+{
+	struct virtio_device *vd = vp->vd;
+
+	if (s->device_id != vd->device_id || s->num_queues != vd->num_queues) {
+		snprintf(why, why_len,
+			 "device %u with %u queues arrived for device %u with "
+			 "%u queues",
+			 s->device_id, s->num_queues, vd->device_id,
+			 vd->num_queues);
+		return -EINVAL;
+	}
+	if (!vector_ok(s->msix_config) ||
+	    (s->guest_features & ~offered_features(vp)) ||
+	    (s->isr & ~(ISR_QUEUE | ISR_CONFIG))) {
+		snprintf(why, why_len, "impossible transport registers");
+		return -EINVAL;
+	}
+	for (int q = 0; q < vd->num_queues; q++) {
+		uint16_t n = s->q[q].size;
+
+		if (!is_pow2(n) || n > vd->queue_size_max ||
+		    !vector_ok(s->q[q].msix_vector)) {
+			snprintf(why, why_len, "queue %d: impossible size %u or "
+				 "vector %u", q, n, s->q[q].msix_vector);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static void load_msix_table(struct virtio_pci *vp,
+			    const struct virtio_pci_state *s)
+{
+	pthread_mutex_lock(&vp->irq_lock);
+	for (int v = 0; v < VIRTIO_PCI_MSIX_VECTORS; v++) {
+		struct virtio_pci_msix_vec *m = &vp->msix[v];
+
+		m->addr = s->msix[v].addr;
+		m->data = s->msix[v].data;
+		m->masked = s->msix[v].masked;
+		m->pending = s->msix[v].pending;
+		m->dirty = true;
+	}
+	vp->msix_config = s->msix_config;
+	vp->isr = s->isr;
+	intx_set(vp, s->intx_level);
+	pthread_mutex_unlock(&vp->irq_lock);
+}
+
+static void load_registers(struct virtio_pci *vp,
+			   const struct virtio_pci_state *s)
+{
+	struct virtio_device *vd = vp->vd;
+
+	pthread_mutex_lock(&vp->lock);
+	vp->device_feature_select = s->device_feature_select;
+	vp->driver_feature_select = s->driver_feature_select;
+	vp->driver_features = s->driver_features;
+	vp->queue_select = s->queue_select;
+	for (int q = 0; q < vd->num_queues; q++) {
+		vp->q[q].size = s->q[q].size;
+		vp->q[q].msix_vector = s->q[q].msix_vector;
+		vp->q[q].enable = s->q[q].enable;
+		vp->q[q].desc = s->q[q].desc;
+		vp->q[q].driver = s->q[q].driver;
+		vp->q[q].device = s->q[q].device;
+	}
+	pthread_mutex_unlock(&vp->lock);
+	pthread_mutex_lock(&vd->lock);
+	vd->guest_features = s->guest_features;
+	vd->config_generation = s->config_generation;
+	__atomic_store_n(&vd->status,
+			 (uint8_t)(s->status & ~VIRTIO_STATUS_DRIVER_OK),
+			 __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&vd->lock);
+}
+
+/* The rings where the source left them; then the device runs. */
+static int load_queues_and_start(struct virtio_pci *vp,
+				 const struct virtio_pci_state *s, char *why,
+				 size_t why_len)
+{
+	struct virtio_device *vd = vp->vd;
+	int rc = 0;
+
+	for (uint16_t q = 0; q < vd->num_queues; q++) {
+		struct virtqueue *vq = &vd->vq[q];
+
+		if (!s->q[q].enable)
+			continue;
+		if (enable_queue(vp, q, s->guest_features, why, why_len))
+			return -EINVAL;
+		pthread_mutex_lock(&vq->lock);
+		vq->last_avail = s->q[q].last_avail;
+		vq->used_idx = s->q[q].used_idx;
+		vq->signalled_used = s->q[q].signalled_used;
+		vq->signalled_valid = s->q[q].signalled_valid;
+		vq->kick_wanted = s->q[q].kick_wanted;
+		pthread_mutex_unlock(&vq->lock);
+	}
+	if (vd->ops->activate)
+		rc = vd->ops->activate(vd);
+	if (rc) {
+		snprintf(why, why_len, "activation failed: %s",
+			 strerror(rc < 0 ? -rc : rc));
+		return -EINVAL;
+	}
+	status_or(vd, VIRTIO_STATUS_DRIVER_OK);
+	for (uint16_t q = 0; q < vd->num_queues; q++)
+		if (s->q[q].enable && vd->ops->queue_kick)
+			vd->ops->queue_kick(vd, q);
+	return 0;
+}
+
+int virtio_pci_load(struct virtio_pci *vp, struct pci_bus *bus,
+		    const struct virtio_pci_state *s, char *why,
+		    size_t why_len)
+{
+	struct virtio_device *vd = vp->vd;
+	int rc = check_state(vp, s, why, why_len);
+
+	if (rc)
+		return rc;
+	if (s->dev_len && !vd->ops->load) {
+		snprintf(why, why_len, "unexpected device bytes");
+		return -EINVAL;
+	}
+	if (vd->ops->load &&
+	    vd->ops->load(vd, s->dev, s->dev_len, why, why_len))
+		return -EINVAL;
+	load_msix_table(vp, s);
+	pci_device_restore_cfg(bus, &vp->pci, s->cfg);
+	msix_ctrl_written(vp);
+	load_registers(vp, s);
+	if ((s->status & VIRTIO_STATUS_DRIVER_OK) &&
+	    !(s->status & VIRTIO_STATUS_NEEDS_RESET))
+		return load_queues_and_start(vp, s, why, why_len);
+	if (s->status & VIRTIO_STATUS_DRIVER_OK)
+		status_or(vd, VIRTIO_STATUS_DRIVER_OK); /* broken: stays so */
+	return 0;
+}

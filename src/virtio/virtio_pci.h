@@ -161,6 +161,55 @@ int virtio_pci_init(struct virtio_pci *vp, struct virtio_device *vd,
 void virtio_pci_destroy(struct virtio_pci *vp);
 
 /*
+ * Migration: what a transport and its device carry to another host. The
+ * device is quiesced (virtio_pci_quiesce) while it is saved; on the other
+ * side the same device, created with the same options and its backend
+ * acquired, takes it with virtio_pci_load before the vCPUs run.
+ */
+struct virtio_pci_state {
+	uint8_t cfg[PCI_CFG_SIZE]; /* PCI config space */
+	uint16_t device_id, num_queues;
+	uint32_t device_feature_select, driver_feature_select;
+	uint64_t driver_features, guest_features;
+	uint16_t queue_select;
+	uint8_t status, config_generation;
+	uint16_t msix_config;
+	uint8_t isr;
+	bool intx_level;
+	struct {
+		uint16_t size, msix_vector;
+		bool enable;
+		uint64_t desc, driver, device;
+		uint16_t last_avail, used_idx, signalled_used;
+		bool signalled_valid, kick_wanted;
+	} q[VIRTIO_MAX_QUEUES];
+	struct {
+		uint64_t addr;
+		uint32_t data;
+		bool masked, pending;
+	} msix[VIRTIO_PCI_MSIX_VECTORS];
+	uint8_t *dev; /* the device's own bytes (ops->save), malloc'd */
+	size_t dev_len;
+};
+
+/* Stop the device touching guest memory (ops->quiesce); and undo it. */
+void virtio_pci_quiesce(struct virtio_pci *vp);
+void virtio_pci_resume(struct virtio_pci *vp);
+/* Fill @s from a quiesced device; 0 or a negative errno. */
+int virtio_pci_save(struct virtio_pci *vp, struct virtio_pci_state *s);
+void virtio_pci_state_free(struct virtio_pci_state *s);
+/*
+ * Take @s (from the network: every value is checked) into a device that
+ * the driver has not touched: config space and BARs, MSI-X table, transport
+ * registers, features and status, queue addresses and ring indices, the
+ * device's own bytes; a device the driver had started is activated and its
+ * queues are looked at for work. 0, or -EINVAL with @why filled.
+ */
+int virtio_pci_load(struct virtio_pci *vp, struct pci_bus *bus,
+		    const struct virtio_pci_state *s, char *why,
+		    size_t why_len);
+
+/*
  * The doorbell poller: one host thread that watches every registered
  * doorbell word (atomic exchange with a sentinel, so no kick is lost) and
  * calls the device's queue_kick. Busy-polls one host core while doorbells

@@ -71,11 +71,19 @@ static uint16_t used_event(const struct virtqueue *vq)
 	return avail_entry(vq, vq->size);
 }
 
+/* The device wrote its used ring: tell a migration (guest_mem.h). */
+static void log_used(const struct virtqueue *vq)
+{
+	guest_mem_log_write(vq->mem, vq->used,
+			    RING_ENTRIES_OFF + USED_ELEM_SIZE * vq->size + 2);
+}
+
 /* avail_event lives right after used->ring[size - 1]. */
 static void set_avail_event(struct virtqueue *vq, uint16_t v)
 {
 	store16(vq->used, RING_ENTRIES_OFF + USED_ELEM_SIZE * vq->size, v,
 		__ATOMIC_RELAXED);
+	log_used(vq);
 }
 
 /*
@@ -457,11 +465,13 @@ void vq_set_kick_wanted(struct virtqueue *vq, bool wanted)
 	vq->kick_wanted = wanted;
 	if (!vq->enabled)
 		return;
-	if (!vq->event_idx)
+	if (!vq->event_idx) {
 		store16(vq->used, RING_FLAGS_OFF,
 			wanted ? 0 : VRING_USED_F_NO_NOTIFY, __ATOMIC_RELAXED);
-	else if (wanted)
+		log_used(vq);
+	} else if (wanted) {
 		set_avail_event(vq, vq->last_avail);
+	}
 	if (wanted)
 		full_barrier(); /* before the caller's vq_has_work() */
 }
@@ -480,6 +490,12 @@ void vq_push(struct virtqueue *vq, uint16_t head, uint32_t len)
 	store32(vq->used, off + 4, len);
 	vq->used_idx++;
 	store16(vq->used, RING_IDX_OFF, vq->used_idx, __ATOMIC_RELEASE);
+	log_used(vq);
+}
+
+void vq_unpop(struct virtqueue *vq)
+{
+	vq->last_avail--;
 }
 
 /* vring_need_event() from the specification (2.7.10). */

@@ -121,6 +121,13 @@ void vq_disable(struct virtqueue *vq);
 int vq_pop(struct virtqueue *vq, struct vq_chain *c);
 
 /*
+ * Give back the chain the last vq_pop took, untouched (nothing pushed for
+ * it, no other pop since): it will be popped again. For a device that
+ * took a buffer it then could not use (e.g. net RX at a migration).
+ */
+void vq_unpop(struct virtqueue *vq);
+
+/*
  * Return a chain to the driver with @len bytes written into it:
  * ring[used_idx % size] first, then used->idx with release semantics.
  */
