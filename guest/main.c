@@ -345,6 +345,9 @@ static const struct test {
 	{ "spread", test_spread },
 	{ "ipibench", test_ipibench },
 	{ "mmiobench", test_mmiobench },
+	{ "dirty", test_dirty },
+	{ "blkstream", test_blkstream },
+	{ "udpstream", test_udpstream },
 };
 
 void user_main(u64 cpu)

@@ -92,6 +92,9 @@ bool test_private(char *msg);
 bool test_spread(char *msg);
 bool test_ipibench(char *msg);		/* tests_bench2.c */
 bool test_mmiobench(char *msg);
+bool test_dirty(char *msg);		/* tests_migrate.c */
+bool test_blkstream(char *msg);
+bool test_udpstream(char *msg);
 
 #define FAIL(...) (snprintf(msg, MSG_LEN, __VA_ARGS__), false)
 

@@ -80,6 +80,13 @@ static int get_stats(const struct api_ops *ops, json_t **out)
 	return query_result(ops->stats(ops->ctx), out);
 }
 
+static int get_migrate_status(const struct api_ops *ops, json_t **out)
+{
+	if (!ops->migrate_status)
+		return -ENOSYS;
+	return query_result(ops->migrate_status(ops->ctx), out);
+}
+
 static const struct api_cmd api_cmds[] = {
 	{.name = "status", .query = get_status, .what = "get the VM status"},
 	{.name = "pause",
@@ -95,6 +102,9 @@ static const struct api_cmd api_cmds[] = {
 	 .what = "stop the VM",
 	 .already = "already stopping"},
 	{.name = "stats", .query = get_stats, .what = "get the VM stats"},
+	{.name = "migrate-status",
+	 .query = get_migrate_status,
+	 .what = "get the migration status"},
 };
 
 #define API_NCMDS (sizeof(api_cmds) / sizeof(api_cmds[0]))
@@ -253,19 +263,39 @@ static json_t *run_query(const struct api_ops *ops, const struct api_cmd *c)
 	return reply;
 }
 
-/* {"cmd":"migrate","to":"tcp:HOST:PORT"} */
+/* An optional non-negative integer member; false if it is something else. */
+static bool opt_uint(const json_t *req, const char *key, unsigned int *v)
+{
+	const json_t *j = json_object_get(req, key);
+
+	*v = 0;
+	if (!j)
+		return true;
+	if (!json_is_integer(j) || json_integer_value(j) < 0 ||
+	    json_integer_value(j) > 1000000)
+		return false;
+	*v = (unsigned int)json_integer_value(j);
+	return true;
+}
+
+/* {"cmd":"migrate","to":"tcp:HOST:PORT"[,"downtime_ms":N,"bandwidth_mbps":N]} */
 static json_t *run_migrate(const struct api_ops *ops, const json_t *req)
 {
-	const char *to = json_string_value(json_object_get(req, "to"));
+	struct api_migrate_req m = {
+		.to = json_string_value(json_object_get(req, "to"))};
 	char why[API_ERR_MAX] = "";
 	json_t *data = NULL, *reply;
 	int rc;
 
-	if (!to || !to[0])
+	if (!m.to || !m.to[0])
 		return reply_error("migrate needs \"to\": \"tcp:HOST:PORT\"");
+	if (!opt_uint(req, "downtime_ms", &m.downtime_ms) ||
+	    !opt_uint(req, "bandwidth_mbps", &m.bandwidth_mbps))
+		return reply_error("downtime_ms and bandwidth_mbps must be "
+				   "integers from 0 to 1000000");
 	if (!ops->migrate)
 		return reply_error("cannot migrate the VM: not supported here");
-	rc = ops->migrate(ops->ctx, to, &data, why, sizeof(why));
+	rc = ops->migrate(ops->ctx, &m, &data, why, sizeof(why));
 	if (rc < 0) {
 		json_decref(data);
 		return reply_error("cannot migrate the VM: %s",

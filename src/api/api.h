@@ -11,6 +11,13 @@
 #include <pthread.h>
 #include <stdbool.h>
 
+/* {"cmd":"migrate","to":...,"downtime_ms":N,"bandwidth_mbps":N} */
+struct api_migrate_req {
+	const char *to;
+	unsigned int downtime_ms;    /* 0: the default */
+	unsigned int bandwidth_mbps; /* 0: no limit */
+};
+
 /* What the API may do to the VM. Each returns 0 or a negative errno. */
 struct api_ops {
 	int (*pause)(void *ctx);
@@ -19,9 +26,13 @@ struct api_ops {
 	/* Return a new JSON object (caller owns it), or NULL on failure. */
 	json_t *(*status)(void *ctx);
 	json_t *(*stats)(void *ctx);
-	/* Move the VM to @to ("tcp:HOST:PORT"); *out: a new result object. */
-	int (*migrate)(void *ctx, const char *to, json_t **out, char *why,
-		       size_t whylen);
+	/*
+	 * Start moving the VM to @req->to ("tcp:HOST:PORT") in the
+	 * background; *out: a new object. migrate_status tells how it goes.
+	 */
+	int (*migrate)(void *ctx, const struct api_migrate_req *req,
+		       json_t **out, char *why, size_t whylen);
+	json_t *(*migrate_status)(void *ctx);
 	void *ctx;
 };
 

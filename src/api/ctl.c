@@ -19,7 +19,8 @@
 #include "util/log.h"
 
 #define CTL_TIMEOUT_MS 10000
-#define CTL_MIGRATE_TIMEOUT_MS 120000 /* a migration copies the RAM */
+#define CTL_MIGRATE_TIMEOUT_MS 600000 /* a migration copies the RAM */
+#define CTL_MIGRATE_POLL_MS 50
 #define CTL_MAX_REPLY (1024 * 1024)
 
 #define CTL_EXIT_OK 0
@@ -28,7 +29,9 @@
 
 static const char ctl_usage[] =
 	"usage: dvmm ctl SOCKET status|pause|resume|stop|stats\n"
-	"       dvmm ctl SOCKET migrate tcp:HOST:PORT";
+	"       dvmm ctl SOCKET migrate tcp:HOST:PORT [--downtime MS] "
+	"[--bandwidth MBPS]\n"
+	"       dvmm ctl SOCKET migrate-status";
 
 /* A received reply line, growing as bytes arrive. */
 struct ctl_buf {
@@ -74,19 +77,15 @@ static int ctl_connect(const char *path)
 	return fd;
 }
 
-/* Send {"cmd":"@cmd"} and a newline. Returns 0 or -1 (reported). */
-static int ctl_send_request(int fd, const char *path, const char *cmd,
-			    const char *arg)
+/* Send @req and a newline. Returns 0 or -1 (reported). */
+static int ctl_send_request(int fd, const char *path, const json_t *req)
 {
-	json_t *req = arg ? json_pack("{s:s, s:s}", "cmd", cmd, "to", arg) :
-			    json_pack("{s:s}", "cmd", cmd);
 	char *line = req ? json_dumps(req, JSON_COMPACT) : NULL;
 	size_t len, off = 0;
 	int rc = 0;
 
-	json_decref(req);
 	if (!line) {
-		pr_err("cannot build the request for '%s'", cmd);
+		pr_err("cannot build the request");
 		return -1;
 	}
 	len = strlen(line);
@@ -239,26 +238,122 @@ static bool is_help(const char *arg)
 	return !strcmp(arg, "-h") || !strcmp(arg, "--help");
 }
 
-/* One request, one reply; returns the exit status. */
-static int ctl_run(const char *path, const char *cmd, const char *arg)
+/* One request, one reply (NULL: reported). */
+static json_t *ctl_request(const char *path, json_t *req)
 {
 	struct ctl_buf b = {0};
 	json_t *reply = NULL;
-	int fd, rc = CTL_EXIT_FAIL;
+	int fd = ctl_connect(path);
 
-	fd = ctl_connect(path);
-	if (fd < 0)
-		return CTL_EXIT_FAIL;
-	if (!ctl_send_request(fd, path, cmd, arg) &&
-	    !ctl_read_line(fd, path, &b,
-			   arg ? CTL_MIGRATE_TIMEOUT_MS : CTL_TIMEOUT_MS))
+	if (fd >= 0 && !ctl_send_request(fd, path, req) &&
+	    !ctl_read_line(fd, path, &b, CTL_TIMEOUT_MS))
 		reply = ctl_parse_reply(path, &b);
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	free(b.data);
+	json_decref(req);
+	return reply;
+}
+
+/* One request, one reply; returns the exit status. */
+static int ctl_run(const char *path, const char *cmd)
+{
+	json_t *reply = ctl_request(path, json_pack("{s:s}", "cmd", cmd));
+	int rc = CTL_EXIT_FAIL;
+
 	if (reply) {
 		rc = ctl_print_reply(path, reply);
 		json_decref(reply);
 	}
+	return rc;
+}
+
+static bool parse_uint_opt(const char *s, unsigned int *v)
+{
+	char *end;
+	unsigned long n = strtoul(s, &end, 10);
+
+	if (!*s || *end || n > 1000000)
+		return false;
+	*v = (unsigned int)n;
+	return true;
+}
+
+/* migrate URI [--downtime MS] [--bandwidth MBPS] as the request. */
+static json_t *migrate_request(int argc, char **argv)
+{
+	unsigned int downtime = 0, bw = 0;
+	json_t *req;
+
+	for (int i = 4; i < argc; i += 2) {
+		bool ok = i + 1 < argc;
+
+		if (ok && !strcmp(argv[i], "--downtime"))
+			ok = parse_uint_opt(argv[i + 1], &downtime) &&
+			     downtime > 0;
+		else if (ok && !strcmp(argv[i], "--bandwidth"))
+			ok = parse_uint_opt(argv[i + 1], &bw) && bw > 0;
+		else
+			ok = false;
+		if (!ok)
+			return NULL;
+	}
+	req = json_pack("{s:s, s:s}", "cmd", "migrate", "to", argv[3]);
+	if (req && downtime)
+		json_object_set_new(req, "downtime_ms", json_integer(downtime));
+	if (req && bw)
+		json_object_set_new(req, "bandwidth_mbps", json_integer(bw));
+	return req;
+}
+
+/*
+ * Start the migration, then follow migrate-status until it completed or
+ * failed; print the last status. Exit status 0 only when the VM moved.
+ */
+static int ctl_migrate(const char *path, json_t *req)
+{
+	long long deadline = now_ms() + CTL_MIGRATE_TIMEOUT_MS;
+	json_t *reply = ctl_request(path, req);
+	int rc = CTL_EXIT_FAIL;
+
+	if (!reply)
+		return CTL_EXIT_FAIL;
+	if (!json_is_true(json_object_get(reply, "ok"))) {
+		rc = ctl_print_reply(path, reply);
+		json_decref(reply);
+		return rc;
+	}
+	for (;;) {
+		struct timespec ts = {0, CTL_MIGRATE_POLL_MS * 1000000L};
+		const char *st;
+
+		json_decref(reply);
+		reply = ctl_request(path, json_pack("{s:s}", "cmd",
+						    "migrate-status"));
+		if (!reply)
+			return CTL_EXIT_FAIL;
+		st = json_string_value(json_object_get(reply, "status"));
+		if (st && (!strcmp(st, "completed") || !strcmp(st, "failed")))
+			break;
+		if (now_ms() > deadline) {
+			pr_err("the migration did not finish within %d s",
+			       CTL_MIGRATE_TIMEOUT_MS / 1000);
+			json_decref(reply);
+			return CTL_EXIT_FAIL;
+		}
+		nanosleep(&ts, NULL);
+	}
+	rc = ctl_print_reply(path, reply);
+	if (rc == CTL_EXIT_OK &&
+	    strcmp(json_string_value(json_object_get(reply, "status")),
+		   "completed")) {
+		const char *why = json_string_value(
+			json_object_get(reply, "error"));
+
+		pr_err("cannot migrate the VM: %s", why ? why : "it failed");
+		rc = CTL_EXIT_FAIL;
+	}
+	json_decref(reply);
 	return rc;
 }
 
@@ -268,12 +363,19 @@ int api_client_main(int argc, char **argv)
 		printf("%s\n", ctl_usage);
 		return CTL_EXIT_OK;
 	}
-	if (argc == 4 && !strcmp(argv[2], "migrate") && argv[3][0] &&
-	    argv[1][0])
-		return ctl_run(argv[1], argv[2], argv[3]);
+	if (argc >= 4 && !strcmp(argv[2], "migrate") && argv[3][0] &&
+	    argv[1][0]) {
+		json_t *req = migrate_request(argc, argv);
+
+		if (!req) {
+			fprintf(stderr, "%s\n", ctl_usage);
+			return CTL_EXIT_USAGE;
+		}
+		return ctl_migrate(argv[1], req);
+	}
 	if (argc != 3 || !argv[1][0] || !argv[2][0]) {
 		fprintf(stderr, "%s\n", ctl_usage);
 		return CTL_EXIT_USAGE;
 	}
-	return ctl_run(argv[1], argv[2], NULL);
+	return ctl_run(argv[1], argv[2]);
 }

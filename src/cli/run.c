@@ -22,6 +22,7 @@
 #include "cli/node.h"
 #include "cli/run.h"
 #include "migration/migrate.h"
+#include "util/clock.h"
 #include "cluster/transport.h"
 #include "core/kvm.h"
 #include "machine/machine.h"
@@ -43,6 +44,13 @@ struct runner {
 	bool migrated; /* the VM moved away: end without an error */
 	struct migrate_secret secret;
 	bool have_secret;
+	/* an outgoing migration, on its own thread */
+	struct migrate_progress mig;
+	struct migrate_opts mig_opts;
+	pthread_t mig_thread;
+	bool mig_thread_up;
+	bool mig_seen;	      /* a client saw how it ended */
+	pthread_cond_t mig_cond; /* mig_seen, under r->lock */
 };
 
 void run_usage(FILE *f)
@@ -534,21 +542,64 @@ static const char *migrate_refusal(struct runner *r)
 		return "a VM spread over several nodes does not migrate yet";
 	if (r->pc->uchip)
 		return "the userspace irqchip's state does not migrate yet";
-	if (r->pc->nvirtio)
-		return "virtio device state does not migrate yet";
+	if (r->mig_thread_up)
+		return "a migration is already under way";
 	return NULL;
 }
 
-static int op_migrate(void *ctx, const char *to, json_t **out, char *why,
-		      size_t whylen)
+#define MIGRATE_SEEN_WAIT_MS 5000
+
+/*
+ * The migration thread. Once the VM moved, wait (bounded) until the
+ * client that follows migrate-status saw it, then end this process's VM.
+ */
+static void *migrate_thread(void *arg)
 {
-	struct runner *r = ctx;
-	struct migrate_opts mo = {0};
-	struct migrate_result res;
-	const char *no;
+	struct runner *r = arg;
+	struct migrate_result *res = &r->mig.result;
+	struct timespec until;
 	struct err e = {0};
 	int rc;
 
+	pthread_setname_np(pthread_self(), "migrate");
+	rc = migrate_send(r->pc, r->mig.to, &r->secret, &r->mig_opts, &r->mig,
+			  &e);
+	if (rc) {
+		pr_warn("migration to %s failed: %s; the VM goes on here",
+			r->mig.to, e.code ? e.msg : strerror(-rc));
+		return NULL;
+	}
+	fprintf(stderr,
+		"dvmm: the VM moved to %s (%.1f ms paused, %u pre-copy "
+		"rounds); ending here\n",
+		r->mig.to, res->downtime_ms, res->rounds);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += MIGRATE_SEEN_WAIT_MS / 1000;
+	pthread_mutex_lock(&r->lock);
+	while (!r->mig_seen &&
+	       pthread_cond_timedwait(&r->mig_cond, &r->lock, &until) == 0)
+		;
+	r->quit = true;
+	r->migrated = true;
+	vm_stop(&r->pc->vm, VM_STOP_USER, 0);
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+static int op_migrate(void *ctx, const struct api_migrate_req *req,
+		      json_t **out, char *why, size_t whylen)
+{
+	struct runner *r = ctx;
+	const char *no;
+	struct err e = {0};
+	char host[256];
+	uint16_t port;
+	int rc;
+
+	if (migrate_parse_uri(req->to, host, sizeof(host), &port, &e)) {
+		snprintf(why, whylen, "%s", e.msg);
+		return -EINVAL;
+	}
 	pthread_mutex_lock(&r->lock);
 	no = r->pc ? migrate_refusal(r) : "the VM is not running";
 	if (no) {
@@ -556,30 +607,91 @@ static int op_migrate(void *ctx, const char *to, json_t **out, char *why,
 		pthread_mutex_unlock(&r->lock);
 		return -EINVAL;
 	}
-	rc = migrate_send(&r->pc->vm, to, &r->secret, &mo, &res, &e);
-	if (rc) {
-		snprintf(why, whylen, "%s", e.code ? e.msg : strerror(-rc));
-		pthread_mutex_unlock(&r->lock);
-		pr_warn("migration to %s failed: %s; the VM goes on here", to,
-			why);
-		return rc;
-	}
-	r->quit = true;
-	r->migrated = true;
-	vm_stop(&r->pc->vm, VM_STOP_USER, 0);
+	r->mig_opts = (struct migrate_opts){
+		.downtime_ms = req->downtime_ms,
+		.bandwidth_mbps = req->bandwidth_mbps,
+	};
+	pthread_mutex_lock(&r->mig.lock);
+	r->mig.phase = MIGRATE_SETUP;
+	r->mig.error[0] = 0;
+	snprintf(r->mig.to, sizeof(r->mig.to), "%s", req->to);
+	pthread_mutex_unlock(&r->mig.lock);
+	r->mig_seen = false;
+	rc = pthread_create(&r->mig_thread, NULL, migrate_thread, r);
+	r->mig_thread_up = rc == 0;
 	pthread_mutex_unlock(&r->lock);
-	fprintf(stderr,
-		"dvmm: the VM moved to %s (%.1f ms paused, %u pre-copy "
-		"rounds); ending here\n",
-		to, res.downtime_ms, res.rounds);
-	*out = json_pack(
-		"{s:f, s:f, s:i, s:b, s:I, s:I, s:I, s:I}", "downtime_ms",
-		res.downtime_ms, "total_ms", res.total_ms, "rounds",
-		(int)res.rounds, "precopy", res.precopy, "final_pages",
-		(json_int_t)res.final_pages, "pages_sent",
-		(json_int_t)res.pages_sent, "zero_pages",
-		(json_int_t)res.zero_pages, "bytes", (json_int_t)res.bytes);
+	if (rc) {
+		snprintf(why, whylen, "cannot start a thread: %s",
+			 strerror(rc));
+		return -rc;
+	}
+	*out = json_pack("{s:b, s:s}", "started", 1, "to", req->to);
 	return 0;
+}
+
+/* The migration thread ended (pass or fail): join it. Locked or not. */
+static void migrate_reap(struct runner *r)
+{
+	pthread_t t;
+	bool up;
+
+	pthread_mutex_lock(&r->lock);
+	up = r->mig_thread_up;
+	t = r->mig_thread;
+	r->mig_thread_up = false;
+	pthread_mutex_unlock(&r->lock);
+	if (up)
+		pthread_join(t, NULL);
+}
+
+static json_t *op_migrate_status(void *ctx)
+{
+	struct runner *r = ctx;
+	struct migrate_progress *p = &r->mig;
+	const struct migrate_result *res = &p->result;
+	bool done;
+	json_t *o;
+
+	pthread_mutex_lock(&r->lock);
+	pthread_mutex_lock(&p->lock);
+	o = json_pack("{s:s, s:s, s:i, s:I, s:f, s:f, s:f, s:i, s:f}",
+		      "status", migrate_phase_names[p->phase], "to", p->to,
+		      "round", (int)p->round, "pages_left",
+		      (json_int_t)p->pages_left, "dirty_mbps", p->dirty_mbps,
+		      "link_mbps", p->link_mbps, "expected_downtime_ms",
+		      p->expected_downtime_ms, "throttle_pct", p->throttle_pct,
+		      "elapsed_ms",
+		      p->started_ns ? (double)(clock_mono_ns() -
+					       p->started_ns) / 1e6
+				    : 0.0);
+	done = p->phase == MIGRATE_COMPLETED || p->phase == MIGRATE_FAILED;
+	if (o && done) {
+		json_t *more = json_pack(
+			"{s:f, s:f, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:i}",
+			"downtime_ms", res->downtime_ms, "total_ms",
+			res->total_ms, "rounds", (int)res->rounds, "precopy",
+			res->precopy, "final_pages",
+			(json_int_t)res->final_pages, "pages_sent",
+			(json_int_t)res->pages_sent, "zero_pages",
+			(json_int_t)res->zero_pages, "bytes",
+			(json_int_t)res->bytes, "device_bytes",
+			(json_int_t)res->device_bytes, "max_throttle_pct",
+			res->throttle_pct);
+
+		json_object_update(o, more);
+		json_decref(more);
+		if (p->phase == MIGRATE_FAILED)
+			json_object_set_new(o, "error", json_string(p->error));
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (done) {
+		r->mig_seen = true;
+		pthread_cond_broadcast(&r->mig_cond);
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (done && p->phase == MIGRATE_FAILED)
+		migrate_reap(r);
+	return o;
 }
 
 /* A cluster's "nodes" array; asked outside r->lock (it may wait on peers). */
@@ -769,7 +881,7 @@ static int boot_once(struct runner *r, struct machine *pc,
 
 	const struct run_hooks *h = r->hooks;
 	bool created = false;
-	int mig_fd = -1;
+	struct migrate_link *mig = NULL;
 
 	if (!machine_create(pc, &r->opt->mc, keep, &e)) {
 		created = true;
@@ -777,12 +889,12 @@ static int boot_once(struct runner *r, struct machine *pc,
 			err_set(&e, -EIO, "cannot join the other nodes");
 	}
 	if (!e.code && r->opt->mc.incoming) {
-		mig_fd = migrate_receive(&pc->vm, r->opt->incoming, &r->secret,
-					 0, &e);
+		migrate_receive(pc, r->opt->incoming, &r->secret, 0, &mig,
+				&e);
 		r->opt->mc.incoming = false; /* a reboot boots normally */
 	}
 	if (e.code || machine_start(pc, &e)) {
-		migrate_confirm(mig_fd, false);
+		migrate_confirm(pc, mig, false);
 		fprintf(stderr, "dvmm: %s\n", e.msg);
 		if (created && h && h->destroying)
 			h->destroying(h->opaque, pc);
@@ -790,8 +902,8 @@ static int boot_once(struct runner *r, struct machine *pc,
 		*status = EXIT_FAILURE_VMM;
 		return -1;
 	}
-	if (mig_fd >= 0) {
-		migrate_confirm(mig_fd, true);
+	if (mig) {
+		migrate_confirm(pc, mig, true);
 		pr_info("the migrated VM runs here");
 	}
 	pthread_mutex_lock(&r->lock);
@@ -800,6 +912,7 @@ static int boot_once(struct runner *r, struct machine *pc,
 		vm_stop(&pc->vm, VM_STOP_USER, r->quit_code);
 	pthread_mutex_unlock(&r->lock);
 	reason = vm_wait(&pc->vm, &code);
+	migrate_reap(r); /* it may still use the machine */
 	pthread_mutex_lock(&r->lock);
 	r->pc = NULL;
 	pthread_mutex_unlock(&r->lock);
@@ -850,6 +963,8 @@ struct runner *runner_create(struct run_options *o,
 	if (!r)
 		return NULL;
 	pthread_mutex_init(&r->lock, NULL);
+	pthread_mutex_init(&r->mig.lock, NULL);
+	pthread_cond_init(&r->mig_cond, NULL);
 	r->opt = o;
 	r->hooks = hooks;
 	return r;
@@ -859,6 +974,9 @@ void runner_destroy(struct runner *r)
 {
 	if (!r)
 		return;
+	migrate_reap(r);
+	pthread_cond_destroy(&r->mig_cond);
+	pthread_mutex_destroy(&r->mig.lock);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 }
@@ -881,6 +999,7 @@ int runner_run(struct runner *r)
 			      .status = op_status,
 			      .stats = op_stats,
 			      .migrate = op_migrate,
+			      .migrate_status = op_migrate_status,
 			      .ctx = r};
 	struct api_server api = {.listen_fd = -1};
 	char errbuf[256];

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/vcpu.h"
@@ -206,6 +207,40 @@ static bool wait_while_paused(struct vcpu *v)
 	return go_on;
 }
 
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
+}
+
+/*
+ * vm_set_throttle: having run since throttle_from, sleep so that sleeping
+ * takes @pct percent of the time (at most 50 ms at once, so a pause or stop
+ * is not held up).
+ */
+static void throttle(struct vcpu *v, int pct)
+{
+	uint64_t now = now_ns(), ran, nap;
+	struct timespec ts;
+
+	if (!v->throttle_from || now - v->throttle_from > 1000000000ULL) {
+		v->throttle_from = now;
+		return;
+	}
+	ran = now - v->throttle_from;
+	if (ran < 2000000)
+		return;
+	nap = ran * (uint64_t)pct / (uint64_t)(100 - pct);
+	if (nap > 50000000)
+		nap = 50000000;
+	ts.tv_sec = 0;
+	ts.tv_nsec = (long)nap;
+	nanosleep(&ts, NULL);
+	v->throttle_from = now_ns();
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
@@ -228,6 +263,10 @@ static void *vcpu_thread(void *arg)
 		if (atomic_load(&vm->state) != VM_RUNNING &&
 		    !wait_while_paused(v))
 			break;
+		if (atomic_load(&vm->throttle_pct) > 0)
+			throttle(v, atomic_load(&vm->throttle_pct));
+		else
+			v->throttle_from = 0;
 		if (vm->uchip.prepare &&
 		    !vm->uchip.prepare(vm->uchip.opaque, v))
 			continue;

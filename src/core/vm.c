@@ -380,6 +380,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct err *e)
 
 void vm_destroy(struct vm *vm)
 {
+	vm_set_throttle(vm, 0);
 	for (int i = 0; vm->vcpus && i < vm->ncpus; i++) {
 		struct vcpu *v = &vm->vcpus[i];
 
@@ -534,6 +535,48 @@ void vm_stop(struct vm *vm, enum vm_stop_reason reason, int code)
 	pthread_cond_broadcast(&vm->cond);
 	pthread_mutex_unlock(&vm->lock);
 	kick_all(vm);
+}
+
+/* ---- throttling (vm_set_throttle) ---- */
+
+#define THROTTLE_TICK_NS 10000000L
+
+static void *throttle_ticker(void *arg)
+{
+	struct vm *vm = arg;
+	struct timespec tick = {0, THROTTLE_TICK_NS};
+
+	pthread_setname_np(pthread_self(), "throttle");
+	while (atomic_load(&vm->throttle_pct) > 0 &&
+	       atomic_load(&vm->state) != VM_STOPPING) {
+		nanosleep(&tick, NULL);
+		if (atomic_load(&vm->state) == VM_RUNNING)
+			kick_all(vm);
+	}
+	return NULL;
+}
+
+int vm_set_throttle(struct vm *vm, int pct)
+{
+	int rc;
+
+	if (pct < 0 || pct > 99)
+		return -EINVAL;
+	atomic_store(&vm->throttle_pct, pct);
+	if (!pct && vm->throttle_thread_up) {
+		pthread_join(vm->throttle_thread, NULL);
+		vm->throttle_thread_up = false;
+	}
+	if (pct && !vm->throttle_thread_up) {
+		rc = pthread_create(&vm->throttle_thread, NULL,
+				    throttle_ticker, vm);
+		if (rc) {
+			atomic_store(&vm->throttle_pct, 0);
+			return -rc;
+		}
+		vm->throttle_thread_up = true;
+	}
+	return 0;
 }
 
 int vm_pause(struct vm *vm)

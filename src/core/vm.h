@@ -81,6 +81,7 @@ struct vcpu {
 	pthread_mutex_t wlock;
 	pthread_cond_t wcond;
 	bool wake;
+	uint64_t throttle_from; /* vm_set_throttle: running since (ns) */
 };
 
 enum vm_state { VM_CREATED, VM_RUNNING, VM_PAUSED, VM_STOPPING };
@@ -156,6 +157,11 @@ struct vm {
 	_Atomic uint64_t paused_ns; /* total time spent paused */
 	struct timespec pause_began;
 
+	/* vm_set_throttle: the share of time vCPUs sleep, and the ticker */
+	_Atomic int throttle_pct;
+	pthread_t throttle_thread;
+	bool throttle_thread_up;
+
 	/* core/vm_io.c: MSI routes and extra memory slots */
 	pthread_mutex_t route_lock;
 	struct vm_msi_route msi_routes[VM_MAX_MSI_ROUTES];
@@ -188,6 +194,14 @@ enum vm_state vm_get_state(struct vm *vm);
 /* Seconds since vm_start, and the running (not paused) part of it. */
 double vm_uptime(struct vm *vm);
 uint64_t vm_exit_count(struct vm *vm, int cpu, enum vcpu_exit_kind kind);
+
+/*
+ * Slow the guest down: every vCPU sleeps @pct percent (0-99) of the time,
+ * in slices of a few ms (a ticker thread kicks them out of the guest); 0
+ * lifts it. For a migration whose guest dirties memory faster than the
+ * link (auto-converge). 0, or a negative errno.
+ */
+int vm_set_throttle(struct vm *vm, int pct);
 
 /* (Re)register RAM region @region as KVM memslot @region with @flags. */
 int vm_set_ram_slot(struct vm *vm, int region, uint32_t flags);

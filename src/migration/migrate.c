@@ -15,9 +15,11 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/vm_io.h"
+#include "migration/devstate.h"
 #include "migration/migrate.h"
 #include "migration/vmstate.h"
 #include "util/clock.h"
@@ -38,6 +40,7 @@ enum rec_type {
 	REC_ZERO = 3,	  /* u64 offset, u64 pages */
 	REC_STATE = 4,	  /* vmstate_encode bytes */
 	REC_END = 5,	  /* the stream MAC */
+	REC_DEVICES = 6,  /* devstate_save bytes */
 };
 
 struct rec_hdr {
@@ -49,7 +52,21 @@ struct rec_hdr {
 struct conn {
 	int fd;
 	crypto_auth_hmacsha256_state mac; /* over every record byte */
+	uint8_t key[MIGRATE_SECRET_MAX];
+	size_t keylen;
+	uint8_t session[2 * NONCE_LEN]; /* the destination's, the source's */
+	uint8_t page[PAGE]; /* send_page's copy */
+	/* the bandwidth limit (0: none) and what was sent under it */
+	uint64_t bw_bytes_per_s, paced_bytes, pace_t0;
 };
+
+/* After the handshake: the stream MAC and the acknowledgements' key. */
+static void conn_keys(struct conn *c, const struct migrate_secret *s)
+{
+	memcpy(c->key, s->key, s->len);
+	c->keylen = s->len;
+	crypto_auth_hmacsha256_init(&c->mac, s->key, s->len);
+}
 
 /* ---- secret and address ---- */
 
@@ -240,6 +257,8 @@ static int auth_as_source(struct conn *c, const struct migrate_secret *s,
 		return rc;
 	memcpy(me.magic, MAGIC, MAGIC_LEN);
 	randombytes_buf(me.nonce, NONCE_LEN);
+	memcpy(c->session, d.nonce, NONCE_LEN);
+	memcpy(c->session + NONCE_LEN, me.nonce, NONCE_LEN);
 	auth_mac(s, "src", d.nonce, me.nonce, mac);
 	rc = send_all(c->fd, &me, sizeof(me));
 	if (!rc)
@@ -277,6 +296,8 @@ static int auth_as_dest(struct conn *c, const struct migrate_secret *s,
 		return err_set(e, rc, "migration handshake: %s", strerror(-rc));
 	if ((rc = check_hello(&src, e)))
 		return rc;
+	memcpy(c->session, me.nonce, NONCE_LEN);
+	memcpy(c->session + NONCE_LEN, src.nonce, NONCE_LEN);
 	auth_mac(s, "src", me.nonce, src.nonce, want);
 	if (sodium_memcmp(mac, want, MAC_LEN))
 		return err_set(e, -EACCES,
@@ -286,7 +307,58 @@ static int auth_as_dest(struct conn *c, const struct migrate_secret *s,
 	return send_all(c->fd, mac, MAC_LEN);
 }
 
+/* ---- authenticated acknowledgements ---- */
+
+/* One byte ('H', 'D', 'R', 'F') and a MAC binding it to this session. */
+static void ack_mac(const struct conn *c, uint8_t what, uint8_t *out)
+{
+	crypto_auth_hmacsha256_state st;
+
+	crypto_auth_hmacsha256_init(&st, c->key, c->keylen);
+	crypto_auth_hmacsha256_update(&st, (const uint8_t *)"ack", 3);
+	crypto_auth_hmacsha256_update(&st, c->session, sizeof(c->session));
+	crypto_auth_hmacsha256_update(&st, &what, 1);
+	crypto_auth_hmacsha256_final(&st, out);
+}
+
+static int send_ack(struct conn *c, uint8_t what)
+{
+	uint8_t msg[1 + MAC_LEN];
+
+	msg[0] = what;
+	ack_mac(c, what, msg + 1);
+	return send_all(c->fd, msg, sizeof(msg));
+}
+
+/* The peer's next acknowledgement into *what; -EBADMSG if forged. */
+static int recv_ack(struct conn *c, uint8_t *what, unsigned int ms)
+{
+	uint8_t msg[1 + MAC_LEN], want[MAC_LEN];
+	int rc = recv_all(c->fd, msg, sizeof(msg), ms);
+
+	if (rc)
+		return rc;
+	ack_mac(c, msg[0], want);
+	if (sodium_memcmp(msg + 1, want, MAC_LEN))
+		return -EBADMSG;
+	*what = msg[0];
+	return 0;
+}
+
 /* ---- source ---- */
+
+const char *const migrate_phase_names[] = {
+	[MIGRATE_NONE] = "none",	     [MIGRATE_SETUP] = "setup",
+	[MIGRATE_PRECOPY] = "pre-copy",	     [MIGRATE_STOPPED] = "stopped",
+	[MIGRATE_COMPLETED] = "completed", [MIGRATE_FAILED] = "failed",
+};
+
+static void progress_phase(struct migrate_progress *p, enum migrate_phase ph)
+{
+	pthread_mutex_lock(&p->lock);
+	p->phase = ph;
+	pthread_mutex_unlock(&p->lock);
+}
 
 static bool page_is_zero(const uint8_t *p)
 {
@@ -295,19 +367,45 @@ static bool page_is_zero(const uint8_t *p)
 	return !memcmp(p, zero, PAGE);
 }
 
-/* One page: its bytes, or a zero marker. */
+/* With a bandwidth limit: wait until the bytes sent so far are due. */
+static void pace(struct conn *c)
+{
+	uint64_t due, el;
+	struct timespec ts;
+
+	if (!c->bw_bytes_per_s)
+		return;
+	due = (uint64_t)((double)c->paced_bytes * 1e9 /
+			 (double)c->bw_bytes_per_s);
+	el = clock_mono_ns() - c->pace_t0;
+	if (due <= el + 1000000)
+		return;
+	ts.tv_sec = (time_t)((due - el) / 1000000000ULL);
+	ts.tv_nsec = (long)((due - el) % 1000000000ULL);
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * One page: its bytes, or a zero marker. The guest may be writing the page
+ * right now: a copy is what gets checked, MAC'd and sent, so the MAC covers
+ * exactly the bytes on the wire (a later change is caught by the dirty log).
+ */
 static int send_page(struct conn *c, struct vm *vm, uint64_t off,
 		     struct migrate_result *r)
 {
-	const uint8_t *p = vm->mem.base + off;
+	const uint8_t *p = c->page;
 	uint64_t z[2] = {off, 1};
 
+	memcpy(c->page, vm->mem.base + off, PAGE);
+	pace(c);
 	if (page_is_zero(p)) {
 		r->zero_pages++;
+		c->paced_bytes += sizeof(struct rec_hdr) + sizeof(z);
 		return send_rec(c, REC_ZERO, z, sizeof(z), NULL, 0);
 	}
 	r->pages_sent++;
 	r->bytes += PAGE;
+	c->paced_bytes += sizeof(struct rec_hdr) + 8 + PAGE;
 	return send_rec(c, REC_PAGE, &off, sizeof(off), p, PAGE);
 }
 
@@ -382,51 +480,58 @@ static int connect_to(const char *uri, struct err *e)
 struct dirty {
 	uint64_t *map[GUEST_MEM_MAX_REGIONS];
 	uint64_t words[GUEST_MEM_MAX_REGIONS];
+	uint64_t *tmp; /* as large as the largest map */
 };
 
 static void dirty_free(struct dirty *d)
 {
 	for (int i = 0; i < GUEST_MEM_MAX_REGIONS; i++)
 		free(d->map[i]);
+	free(d->tmp);
 }
 
 static int dirty_alloc(struct dirty *d, struct vm *vm)
 {
+	uint64_t most = 1;
+
 	memset(d, 0, sizeof(*d));
 	for (int i = 0; i < vm->mem.nregions; i++) {
 		d->words[i] = (vm->mem.region[i].size / PAGE + 63) / 64;
 		d->map[i] = calloc(d->words[i], sizeof(uint64_t));
 		if (!d->map[i])
 			return -ENOMEM;
+		if (d->words[i] > most)
+			most = d->words[i];
 	}
-	return 0;
+	d->tmp = calloc(most, sizeof(uint64_t));
+	return d->tmp ? 0 : -ENOMEM;
 }
 
-/* A scratch bitmap as large as the largest region's. */
-static uint64_t *dirty_scratch(const struct dirty *d)
+static void dirty_clear(struct dirty *d)
 {
-	uint64_t words = 1;
-
 	for (int i = 0; i < GUEST_MEM_MAX_REGIONS; i++)
-		if (d->words[i] > words)
-			words = d->words[i];
-	return calloc(words, sizeof(uint64_t));
+		if (d->map[i])
+			memset(d->map[i], 0, d->words[i] * sizeof(uint64_t));
 }
 
-/* OR the pages dirtied since the last call into @d; their count. */
-static int64_t dirty_collect(struct dirty *d, struct vm *vm, uint64_t *tmp)
+/*
+ * OR the pages dirtied since the last call into @d: by the vCPUs (KVM's
+ * log) and by the devices (guest_mem's log); the count marked in all.
+ */
+static int64_t dirty_collect(struct dirty *d, struct vm *vm)
 {
 	int64_t n = 0;
 
 	for (int i = 0; i < vm->mem.nregions; i++) {
-		int rc = vm_dirty_pages(vm, i, tmp);
+		int rc = vm_dirty_pages(vm, i, d->tmp);
 
 		if (rc)
 			return rc;
-		for (uint64_t w = 0; w < d->words[i]; w++) {
-			d->map[i][w] |= tmp[w];
+		for (uint64_t w = 0; w < d->words[i]; w++)
+			d->map[i][w] |= d->tmp[w];
+		guest_mem_log_take(&vm->mem, i, d->map[i]);
+		for (uint64_t w = 0; w < d->words[i]; w++)
 			n += __builtin_popcountll(d->map[i][w]);
-		}
 	}
 	return n;
 }
@@ -459,72 +564,247 @@ static int dirty_send(struct dirty *d, struct conn *c, struct vm *vm,
 	return rc;
 }
 
+/* Turn both dirty logs on; false when KVM cannot log. */
+static bool logs_start(struct vm *vm, struct dirty *d)
+{
+	if (vm_dirty_log(vm, true))
+		return false;
+	if (guest_mem_log_start(&vm->mem) || dirty_collect(d, vm) < 0) {
+		vm_dirty_log(vm, false);
+		guest_mem_log_stop(&vm->mem);
+		return false;
+	}
+	dirty_clear(d);
+	return true;
+}
+
+static void logs_stop(struct vm *vm)
+{
+	vm_dirty_log(vm, false);
+	guest_mem_log_stop(&vm->mem);
+}
+
+/* A round's figures into the progress; the expected downtime (ms). */
+static double round_report(struct migrate_progress *p, struct conn *c,
+			   int64_t dirty, uint64_t round_ns, uint64_t t0)
+{
+	double ms = (double)(clock_mono_ns() - t0) / 1e6;
+	/* bytes per ms; never trust less than 100 MB/s as the link */
+	double rate = ms > 0 ? (double)c->paced_bytes / ms : 0;
+	double expect;
+
+	if (rate < 100000)
+		rate = 100000;
+	expect = (double)dirty * PAGE / rate;
+	pthread_mutex_lock(&p->lock);
+	p->pages_left = (uint64_t)dirty;
+	p->link_mbps = rate / 1000;
+	p->dirty_mbps = round_ns ? (double)dirty * PAGE * 1e3 / (double)round_ns
+				 : 0;
+	p->expected_downtime_ms = expect;
+	pthread_mutex_unlock(&p->lock);
+	return expect;
+}
+
 /*
- * Pre-copy: all of RAM, then rounds of what the vCPUs dirtied, until the
- * rest would take under the downtime target at the rate seen so far.
- * Leaves the last round's pages marked in @d. Returns 0, or -ENOTSUP when
- * KVM cannot log (the caller then copies everything while paused).
+ * auto-converge: the guest dirtied at least half of what the round sent
+ * (twice in a row): slow the vCPUs down a step (20%, then +10%, up to 90%).
+ */
+static void converge(struct vm *vm, struct migrate_progress *p,
+		     uint64_t dirtied, uint64_t sent, int *strikes)
+{
+	int pct;
+
+	if (!sent || dirtied * 2 < sent) {
+		*strikes = 0;
+		return;
+	}
+	if (++*strikes < 2)
+		return;
+	*strikes = 0;
+	pct = p->throttle_pct ? p->throttle_pct + 10 : 20;
+	if (pct > 90)
+		pct = 90;
+	if (pct == p->throttle_pct || vm_set_throttle(vm, pct))
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->throttle_pct = pct;
+	if (pct > p->result.throttle_pct)
+		p->result.throttle_pct = pct;
+	pthread_mutex_unlock(&p->lock);
+	pr_info("migration: the guest dirties memory faster than the link; "
+		"vCPUs throttled to %d%%",
+		100 - pct);
+}
+
+/*
+ * Pre-copy: all of RAM, then rounds of what the vCPUs and devices dirtied,
+ * until the rest would take under the downtime target at the rate seen so
+ * far. Leaves the last round's pages marked in @d. Returns 0, or -ENOTSUP
+ * when KVM cannot log (the caller then copies everything while paused).
  */
 static int precopy(struct conn *c, struct vm *vm, const struct migrate_opts *o,
-		   struct dirty *d, struct migrate_result *r)
+		   struct dirty *d, struct migrate_progress *p)
 {
+	struct migrate_result *r = &p->result;
 	unsigned int target = o->downtime_ms ? o->downtime_ms : 50;
 	unsigned int max = o->max_rounds ? o->max_rounds : 30;
-	uint64_t *tmp = dirty_scratch(d);
-	uint64_t t0 = clock_mono_ns(), bytes0 = r->bytes;
-	int64_t n = 0;
-	int rc;
+	uint64_t t0 = clock_mono_ns(), tr = t0, sent0 = 0;
+	int strikes = 0, rc;
 
-	if (!tmp)
-		return -ENOMEM;
-	rc = vm_dirty_log(vm, true);
-	if (!rc)
-		n = dirty_collect(d, vm, tmp); /* from now on */
-	if (rc || n < 0) {
-		free(tmp);
-		vm_dirty_log(vm, false);
+	if (!logs_start(vm, d))
 		return -ENOTSUP;
-	}
-	for (int i = 0; i < vm->mem.nregions; i++)
-		memset(d->map[i], 0, d->words[i] * sizeof(uint64_t));
 	r->precopy = true;
+	progress_phase(p, MIGRATE_PRECOPY);
 	rc = send_ram(c, vm, r);
 	while (!rc) {
-		double ms = (double)(clock_mono_ns() - t0) / 1e6;
-		double rate = ms > 0 ? (double)(r->bytes - bytes0) / ms : 0;
+		int64_t n = dirty_collect(d, vm);
+		uint64_t now = clock_mono_ns();
 
-		n = dirty_collect(d, vm, tmp);
 		if (n < 0) {
 			rc = (int)n;
 			break;
 		}
-		/* bytes per ms; never trust less than 100 MB/s as the link */
-		if (rate < 100000)
-			rate = 100000;
-		if ((double)n * PAGE / rate <= target || r->rounds >= max)
+		if (round_report(p, c, n, now - tr, t0) <= target ||
+		    r->rounds >= max)
 			break;
+		if (r->rounds && !o->no_auto_converge)
+			converge(vm, p, (uint64_t)n * PAGE,
+				 c->paced_bytes - sent0, &strikes);
 		r->rounds++;
+		pthread_mutex_lock(&p->lock);
+		p->round = r->rounds;
+		pthread_mutex_unlock(&p->lock);
+		tr = now;
+		sent0 = c->paced_bytes;
 		rc = dirty_send(d, c, vm, r);
 	}
-	free(tmp);
 	return rc;
 }
 
-int migrate_send(struct vm *vm, const char *uri, const struct migrate_secret *s,
-		 const struct migrate_opts *o, struct migrate_result *r,
-		 struct err *e)
+/* Paused: the last dirty pages (or all RAM), then the VM and device state. */
+static int send_final(struct conn *c, struct machine *pc, struct dirty *d,
+		      struct migrate_progress *p, struct err *e)
 {
-	struct conn c = {.fd = -1};
+	struct migrate_result *r = &p->result;
+	struct vm *vm = &pc->vm;
 	struct vmstate st = {0};
-	struct dirty d;
-	uint8_t *blob = NULL, mac[MAC_LEN], answer = 0;
+	uint8_t *blob = NULL;
 	size_t blen = 0;
-	uint64_t info[2] = {vm->mem.ram_size, (uint64_t)vm->ncpus};
-	uint64_t t0 = clock_mono_ns(), tp = 0;
-	bool paused = false;
+	uint64_t before = r->pages_sent + r->zero_pages;
 	int rc;
 
+	c->bw_bytes_per_s = 0; /* the final copy goes at full speed */
+	if (r->precopy) {
+		int64_t n = dirty_collect(d, vm);
+
+		rc = n < 0 ? (int)n : dirty_send(d, c, vm, r);
+	} else {
+		rc = send_ram(c, vm, r);
+	}
+	r->final_pages = r->pages_sent + r->zero_pages - before;
+	if (!rc)
+		rc = vmstate_capture(vm, &st, e);
+	if (!rc && (rc = vmstate_encode(&st, &blob, &blen)))
+		err_set(e, rc, "cannot encode the VM state");
+	vmstate_free(&st);
+	if (!rc)
+		rc = send_rec(c, REC_STATE, blob, blen, NULL, 0);
+	r->bytes += blen;
+	free(blob);
+	blob = NULL;
+	if (!rc)
+		rc = devstate_save(pc, &blob, &blen, e);
+	if (!rc)
+		rc = send_rec(c, REC_DEVICES, blob, blen, NULL, 0);
+	r->device_bytes = blen;
+	r->bytes += blen;
+	free(blob);
+	if (!rc) {
+		struct rec_hdr h = {.type = REC_END, .len = MAC_LEN};
+		uint8_t mac[MAC_LEN];
+
+		crypto_auth_hmacsha256_final(&c->mac, mac);
+		rc = send_all(c->fd, &h, sizeof(h));
+		if (!rc)
+			rc = send_all(c->fd, mac, MAC_LEN);
+	}
+	return rc;
+}
+
+/*
+ * The state is over: the destination checks it ('H': give me the
+ * devices), we let the devices' host resources go ('D') and it answers
+ * 'R' once its vCPUs run. On failure *released says whether we must take
+ * them back.
+ */
+static int hand_over(struct conn *c, struct machine *pc, bool *released,
+		     struct err *e)
+{
+	uint8_t a = 0;
+	int rc = recv_ack(c, &a, RUNNING_TIMEOUT_MS);
+
+	if (!rc && a != 'H')
+		return err_set(e, -EPROTO,
+			       "the destination refused the VM's state (see "
+			       "its log)");
+	if (!rc)
+		rc = devstate_release(pc, e);
+	if (rc)
+		return e->code ? rc : err_set(e, rc, "no answer: %s",
+					      strerror(-rc));
+	*released = true;
+	rc = send_ack(c, 'D');
+	if (!rc)
+		rc = recv_ack(c, &a, RUNNING_TIMEOUT_MS);
+	if (rc)
+		return err_set(e, rc,
+			       "the destination did not confirm it runs the "
+			       "VM (%s)",
+			       strerror(-rc));
+	if (a != 'R')
+		return err_set(e, -EPROTO,
+			       "the destination could not start the VM (see "
+			       "its log)");
+	return 0;
+}
+
+/* After a failure: the devices and the VM go on here. */
+static void take_back(struct machine *pc, bool released, bool paused,
+		      struct err *e)
+{
+	struct err e2 = {0};
+
+	if (released && devstate_acquire(pc, &e2)) {
+		pr_err("migration failed (%s) and the devices cannot be taken "
+		       "back: %s; the VM stays paused",
+		       e->msg, e2.msg);
+		return;
+	}
+	devstate_resume(pc);
+	if (paused)
+		vm_resume(&pc->vm);
+}
+
+int migrate_send(struct machine *pc, const char *uri,
+		 const struct migrate_secret *s, const struct migrate_opts *o,
+		 struct migrate_progress *p, struct err *e)
+{
+	struct migrate_result *r = &p->result;
+	struct vm *vm = &pc->vm;
+	struct conn c = {.fd = -1};
+	struct dirty d;
+	uint64_t info[2] = {vm->mem.ram_size, (uint64_t)vm->ncpus};
+	uint64_t t0 = clock_mono_ns(), tp = 0;
+	bool paused = false, released = false;
+	int rc;
+
+	pthread_mutex_lock(&p->lock);
 	memset(r, 0, sizeof(*r));
+	p->phase = MIGRATE_SETUP;
+	p->started_ns = t0;
+	snprintf(p->to, sizeof(p->to), "%s", uri);
+	pthread_mutex_unlock(&p->lock);
 	rc = dirty_alloc(&d, vm);
 	if (rc) {
 		dirty_free(&d);
@@ -537,66 +817,41 @@ int migrate_send(struct vm *vm, const char *uri, const struct migrate_secret *s,
 	}
 	rc = auth_as_source(&c, s, e);
 	if (!rc) {
-		crypto_auth_hmacsha256_init(&c.mac, s->key, s->len);
+		conn_keys(&c, s);
+		c.bw_bytes_per_s = (uint64_t)o->bandwidth_mbps * 1000000;
+		c.pace_t0 = clock_mono_ns();
 		rc = send_rec(&c, REC_RAM_INFO, info, sizeof(info), NULL, 0);
 	}
 	if (!rc) {
-		rc = precopy(&c, vm, o, &d, r);
+		rc = precopy(&c, vm, o, &d, p);
 		if (rc == -ENOTSUP)
 			rc = 0; /* everything goes while paused */
 	}
-	/* the final copy, paused */
 	if (!rc) {
 		tp = clock_mono_ns();
 		paused = vm_pause(vm) == 0;
-		if (r->precopy) {
-			uint64_t before = r->pages_sent + r->zero_pages;
-			uint64_t *tmp = dirty_scratch(&d);
-			int64_t n = tmp ? dirty_collect(&d, vm, tmp) : -ENOMEM;
-
-			free(tmp);
-			rc = n < 0 ? (int)n : dirty_send(&d, &c, vm, r);
-			r->final_pages = r->pages_sent + r->zero_pages - before;
-		} else {
-			rc = send_ram(&c, vm, r);
-		}
-	}
-	if (!rc)
-		rc = vmstate_capture(vm, &st, e);
-	if (!rc) {
-		rc = vmstate_encode(&st, &blob, &blen);
-		if (rc)
-			err_set(e, rc, "cannot encode the VM state");
-	}
-	vmstate_free(&st);
-	if (!rc)
-		rc = send_rec(&c, REC_STATE, blob, blen, NULL, 0);
-	if (!rc) {
-		struct rec_hdr h = {.type = REC_END, .len = MAC_LEN};
-
-		crypto_auth_hmacsha256_final(&c.mac, mac);
-		rc = send_all(c.fd, &h, sizeof(h));
-		if (!rc)
-			rc = send_all(c.fd, mac, MAC_LEN);
+		devstate_quiesce(pc);
+		progress_phase(p, MIGRATE_STOPPED);
+		rc = send_final(&c, pc, &d, p, e);
 	}
 	if (rc && !e->code)
 		err_set(e, rc, "sending to %s: %s", uri, strerror(-rc));
-	if (!rc) {
-		rc = recv_all(c.fd, &answer, 1, RUNNING_TIMEOUT_MS);
-		if (rc || answer != 'R')
-			rc = err_set(e, rc ? rc : -EPROTO,
-				     "the destination did not start the VM "
-				     "(%s)",
-				     rc ? strerror(-rc) : "it said it failed");
-	}
-	r->bytes += blen;
+	if (!rc)
+		rc = hand_over(&c, pc, &released, e);
 	r->downtime_ms = tp ? (double)(clock_mono_ns() - tp) / 1e6 : 0;
 	r->total_ms = (double)(clock_mono_ns() - t0) / 1e6;
 	if (r->precopy)
-		vm_dirty_log(vm, false);
-	if (rc && paused)
-		vm_resume(vm);
-	free(blob);
+		logs_stop(vm);
+	vm_set_throttle(vm, 0);
+	if (rc)
+		take_back(pc, released, paused, e);
+	pthread_mutex_lock(&p->lock);
+	p->phase = rc ? MIGRATE_FAILED : MIGRATE_COMPLETED;
+	p->throttle_pct = 0;
+	p->pages_left = 0;
+	if (rc)
+		snprintf(p->error, sizeof(p->error), "%s", e->msg);
+	pthread_mutex_unlock(&p->lock);
 	dirty_free(&d);
 	close(c.fd);
 	return rc;
@@ -646,9 +901,29 @@ static int recv_body(struct conn *c, void *buf, size_t len)
 	return rc;
 }
 
-/* One record into RAM or the state blob; 1 at the end. */
-static int recv_record(struct conn *c, struct vm *vm, uint8_t **blob,
-		       size_t *blen, uint8_t *mac, struct err *e)
+/* What the stream carries besides RAM. */
+struct incoming {
+	uint8_t *state, *devices;
+	size_t state_len, devices_len;
+	uint8_t mac[MAC_LEN];
+};
+
+/* A blob record (the VM state, the device state) of @len bytes. */
+static int recv_blob(struct conn *c, uint64_t len, uint8_t **blob,
+		     size_t *blen)
+{
+	if (*blob || !len || len > MAX_STATE)
+		return -EPROTO;
+	*blob = malloc(len);
+	if (!*blob)
+		return -ENOMEM;
+	*blen = len;
+	return recv_body(c, *blob, len);
+}
+
+/* One record into RAM or a blob; 1 at the end. */
+static int recv_record(struct conn *c, struct vm *vm, struct incoming *in,
+		       struct err *e)
 {
 	struct rec_hdr h;
 	uint64_t v[2];
@@ -683,16 +958,16 @@ static int recv_record(struct conn *c, struct vm *vm, uint8_t **blob,
 		memset(vm->mem.base + v[0], 0, v[1] * PAGE);
 		return 0;
 	case REC_STATE:
-		if (*blob || !h.len || h.len > MAX_STATE)
+		if (recv_blob(c, h.len, &in->state, &in->state_len))
 			break;
-		*blob = malloc(h.len);
-		*blen = h.len;
-		if (!*blob || recv_body(c, *blob, h.len))
+		return 0;
+	case REC_DEVICES:
+		if (recv_blob(c, h.len, &in->devices, &in->devices_len))
 			break;
 		return 0;
 	case REC_END:
 		if (h.len != MAC_LEN ||
-		    recv_all(c->fd, mac, MAC_LEN, IO_TIMEOUT_MS))
+		    recv_all(c->fd, in->mac, MAC_LEN, IO_TIMEOUT_MS))
 			break;
 		return 1;
 	}
@@ -715,69 +990,129 @@ static int accept_one(int lfd, unsigned int timeout_ms, struct err *e)
 	return fd;
 }
 
-int migrate_receive(struct vm *vm, const char *uri,
-		    const struct migrate_secret *s, unsigned int timeout_ms,
-		    struct err *e)
+/* Wait on @uri for a source that knows the secret. */
+static int accept_source(struct conn *c, const char *uri,
+			 const struct migrate_secret *s,
+			 unsigned int timeout_ms, struct err *e)
 {
-	struct conn c = {.fd = -1};
-	uint8_t *blob = NULL, mac[MAC_LEN], want[MAC_LEN];
-	struct vmstate st = {0};
-	size_t blen = 0;
-	int lfd = listen_on(uri, e), rc;
+	int lfd = listen_on(uri, e);
 
 	if (lfd < 0)
 		return lfd;
 	pr_info("waiting for a migration source on %s", uri);
 	for (;;) { /* strangers are refused; we go on waiting */
-		c.fd = accept_one(lfd, timeout_ms, e);
-		if (c.fd < 0)
+		c->fd = accept_one(lfd, timeout_ms, e);
+		if (c->fd < 0)
 			break;
-		rc = auth_as_dest(&c, s, e);
-		if (!rc)
+		if (!auth_as_dest(c, s, e))
 			break;
 		pr_warn("%s; still waiting on %s", e->msg, uri);
 		err_clear(e);
-		close(c.fd);
+		close(c->fd);
 	}
 	close(lfd);
-	if (c.fd < 0)
-		return c.fd;
-	crypto_auth_hmacsha256_init(&c.mac, s->key, s->len);
-	while ((rc = recv_record(&c, vm, &blob, &blen, mac, e)) == 0)
-		;
-	rc = rc == 1 ? 0 : rc;
-	if (!rc) {
-		crypto_auth_hmacsha256_final(&c.mac, want);
-		if (sodium_memcmp(mac, want, MAC_LEN))
-			rc = err_set(e, -EBADMSG,
-				     "the migration stream was "
-				     "corrupted (MAC mismatch)");
-		else if (!blob)
-			rc = err_set(e, -EPROTO,
-				     "the migration stream had no "
-				     "VM state");
-	}
-	if (!rc)
-		rc = vmstate_decode(blob, blen, &st, e);
-	if (!rc)
-		rc = vmstate_restore(vm, &st, e);
-	vmstate_free(&st);
-	free(blob);
-	if (rc) {
-		migrate_confirm(c.fd, false);
-		return rc;
-	}
-	return c.fd;
+	return c->fd < 0 ? c->fd : 0;
 }
 
-void migrate_confirm(int fd, bool ok)
+/* Every record up to the end, and the stream's MAC checked. */
+static int recv_stream(struct conn *c, struct vm *vm, struct incoming *in,
+		       struct err *e)
 {
-	uint8_t a = ok ? 'R' : 'F';
+	uint8_t want[MAC_LEN];
+	int rc;
 
-	if (fd < 0)
+	while ((rc = recv_record(c, vm, in, e)) == 0)
+		;
+	if (rc != 1)
+		return rc;
+	crypto_auth_hmacsha256_final(&c->mac, want);
+	if (sodium_memcmp(in->mac, want, MAC_LEN))
+		return err_set(e, -EBADMSG,
+			       "the migration stream was corrupted (MAC "
+			       "mismatch)");
+	if (!in->state || !in->devices)
+		return err_set(e, -EPROTO,
+			       "the migration stream had no VM or device "
+			       "state");
+	return 0;
+}
+
+/*
+ * The state is good: ask for the devices ('H'), take them once the source
+ * let them go ('D'), restore the VM and the devices.
+ */
+static int take_over(struct conn *c, struct machine *pc, struct vmstate *st,
+		     struct devstate *ds, struct err *e)
+{
+	uint8_t a = 0;
+	int rc = send_ack(c, 'H');
+
+	if (!rc)
+		rc = recv_ack(c, &a, RUNNING_TIMEOUT_MS);
+	if (rc || a != 'D')
+		return err_set(e, rc ? rc : -EPROTO,
+			       "the source did not let its devices go (%s)",
+			       rc ? strerror(-rc) : "it gave up");
+	rc = devstate_acquire(pc, e);
+	if (!rc)
+		rc = vmstate_restore(&pc->vm, st, e);
+	if (!rc)
+		rc = devstate_load(pc, ds, e);
+	return rc;
+}
+
+int migrate_receive(struct machine *pc, const char *uri,
+		    const struct migrate_secret *s, unsigned int timeout_ms,
+		    struct migrate_link **out, struct err *e)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	struct incoming in = {0};
+	struct vmstate st = {0};
+	struct devstate *ds = NULL;
+	int rc;
+
+	*out = NULL;
+	if (!c)
+		return err_set(e, -ENOMEM, "out of memory");
+	c->fd = -1;
+	rc = accept_source(c, uri, s, timeout_ms, e);
+	if (rc) {
+		free(c);
+		return rc;
+	}
+	conn_keys(c, s);
+	rc = recv_stream(c, &pc->vm, &in, e);
+	if (!rc)
+		rc = vmstate_decode(in.state, in.state_len, &st, e);
+	if (!rc)
+		rc = devstate_decode(pc, in.devices, in.devices_len, &ds, e);
+	if (!rc)
+		rc = take_over(c, pc, &st, ds, e);
+	vmstate_free(&st);
+	devstate_free(ds);
+	free(in.state);
+	free(in.devices);
+	if (rc) {
+		migrate_confirm(pc, (struct migrate_link *)c, false);
+		return rc;
+	}
+	*out = (struct migrate_link *)c;
+	return 0;
+}
+
+void migrate_confirm(struct machine *pc, struct migrate_link *l, bool ok)
+{
+	struct conn *c = (struct conn *)l;
+	struct err e = {0};
+
+	if (!c)
 		return;
-	if (send_all(fd, &a, 1))
+	if (!ok && devstate_release(pc, &e))
+		pr_warn("could not let the devices go: %s", e.msg);
+	if (send_ack(c, ok ? 'R' : 'F'))
 		pr_warn("could not tell the migration source: %s",
 			strerror(errno));
-	close(fd);
+	close(c->fd);
+	sodium_memzero(c, sizeof(*c));
+	free(c);
 }

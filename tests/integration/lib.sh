@@ -106,7 +106,7 @@ run_dvmm_ns() {
 start_dvmm_bg() {
 	out=$1
 	shift
-	"$DVMM" "$@" </dev/null >"$out" 2>&1 &
+	$IN_NS "$DVMM" "$@" </dev/null >"$out" 2>&1 &
 	BGPID=$!
 	BG_PIDS="$BG_PIDS $BGPID"
 }

@@ -150,3 +150,163 @@ mangled_migration() {
 
 t_migrate_corrupted_stream() { mangled_migration corrupt; }
 t_migrate_cut_stream() { mangled_migration cut; }
+
+# ---- migration with devices and workloads ----
+
+# mig_start SRC_NS DST_NS DST_ADDR ARGS... : a destination waiting on
+# DST_ADDR:MIG_PORT and a source, both `dvmm run ARGS` (namespaces may be
+# empty); sets src, dst, MIG_URI.
+mig_start() {
+	sns=$1 dns=$2 daddr=$3
+	shift 3
+	migrate_env
+	MIG_URI="tcp:$daddr:$MIG_PORT"
+	IN_NS=${dns:+ip netns exec $dns} start_dvmm_bg "$TMP/dst" run "$@" \
+		--incoming "$MIG_URI" --migration-secret "$TMP/secret" \
+		--api "$TMP/dst.sock"
+	dst=$BGPID
+	IN_NS=${sns:+ip netns exec $sns} start_dvmm_bg "$TMP/out" run "$@" \
+		--migration-secret "$TMP/secret" --api "$TMP/src.sock"
+	src=$BGPID
+}
+
+# kicks SOCK : doorbells the first virtio device served so far.
+kicks() {
+	"$DVMM" ctl "$1" stats 2>/dev/null | grep -o '"kicks": [0-9]*' |
+		head -1 | awk '{print $2}'
+}
+
+# mig_move [CTL OPTIONS] : migrate now; the source ends with 0, the
+# result is in $TMP/m, the downtime in DOWNTIME (ms, integer).
+mig_move() {
+	"$DVMM" ctl "$TMP/src.sock" migrate "$MIG_URI" "$@" >"$TMP/m" 2>&1 ||
+		fail "migrate failed: $(tail -3 "$TMP/m")" || return 1
+	DOWNTIME=$(grep -o '"downtime_ms": [0-9.]*' "$TMP/m" | awk '{print int($2)}')
+	pid=$src
+	wait_exit "$src" 30 && expect_rc 0
+}
+
+# mig_finish TEST : the destination's guest passes TEST and exits 0.
+mig_finish() {
+	pid=$dst
+	wait_exit "$dst" 120 && RC_DST=$RC && RC=$RC_DST && expect_rc 0 &&
+		expect_passes "$TMP/dst" "$1" || {
+		fail "destination: $(grep -E '^(FAIL|dvmm)' "$TMP/dst" | head -3)"
+		return 1
+	}
+	! grep -q 'went back' "$TMP/dst" || fail "time went back"
+}
+
+# Continuous verified disk writes with flushes: requests in flight when
+# the source stops complete there; the guest reads every block back on the
+# destination and the image holds every acknowledged write.
+t_migrate_blk_writes() {
+	truncate -s 8M "$TMP/disk.img"
+	mig_start "" "" 127.0.0.1 --memory 128M --kernel "$GUEST" \
+		--disk "$TMP/disk.img" \
+		--cmdline "tests=blkstream bs_secs=6 bs_seed=7"
+	wait_for "[ \"\$(kicks $TMP/src.sock)\" -gt 50 ] 2>/dev/null" 60 \
+		"disk writes under way" || return 1
+	mig_move || return 1
+	mig_finish blkstream || return 1
+	w=$(grep -o 'INFO blkstream writes=[0-9]*' "$TMP/dst" | cut -d= -f2)
+	b=$(grep -o 'INFO blkstream.* blocks=[0-9]*' "$TMP/dst" |
+		grep -o 'blocks=[0-9]*' | cut -d= -f2)
+	"$TOOLS/blkstream_check" "$TMP/disk.img" 7 "${b:-256}" "${w:-0}" \
+		>"$TMP/chk" 2>&1 || fail "image: $(cat "$TMP/chk")"
+}
+
+# A UDP exchange through a tap with a host peer goes on from the
+# destination; datagrams were lost only inside the longest gap, which is
+# about the downtime.
+t_migrate_udp() {
+	make_netns mig-udp || return 1
+	ip netns exec "$NS" "$TOOLS/udp_echo" $NET_HOST_ADDR $NET_PORT 200 \
+		>"$TMP/echo" 2>&1 &
+	BG_PIDS="$BG_PIDS $!"
+	wait_for "grep -q ready $TMP/echo" 20 "the UDP echo server" || return 1
+	mig_start "$NS" "$NS" 127.0.0.1 --memory 128M --kernel "$GUEST" \
+		--net tap=tap0 --cmdline "tests=udpstream us_secs=6 net_ip=$NET_GUEST_ADDR net_peer=$NET_HOST_ADDR net_port=$NET_PORT"
+	wait_for "[ \"\$(kicks $TMP/src.sock)\" -gt 100 ] 2>/dev/null" 60 \
+		"datagrams going" || return 1
+	mig_move || return 1
+	mig_finish udpstream || return 1
+	gap=$(grep -o 'max_gap_ms=[0-9]*' "$TMP/dst" | cut -d= -f2)
+	[ "${gap:-99999}" -le $((DOWNTIME + 300)) ] ||
+		fail "longest gap ${gap} ms, downtime ${DOWNTIME} ms"
+}
+
+# A guest dirtying memory at a set rate moves in pre-copy rounds and finds
+# every page as it left it.
+t_migrate_dirty_rate() {
+	mig_start "" "" 127.0.0.1 --memory 256M --kernel "$GUEST" \
+		--cmdline "tests=dirty dirty_mb=64 dirty_rate=100 dirty_secs=5"
+	wait_for "grep -q '^INFO cpus' $TMP/out" 60 "the guest" || return 1
+	mig_move || return 1
+	grep -q '"rounds": [1-9]' "$TMP/m" ||
+		fail "no pre-copy round: $(cat "$TMP/m")" || return 1
+	mig_finish dirty
+}
+
+# The guest dirties memory as fast as it can and the link is limited:
+# auto-converge throttles the vCPUs until the rest fits; migrate-status
+# shows the pre-copy on the way.
+t_migrate_dirty_converge() {
+	mig_start "" "" 127.0.0.1 --memory 256M --kernel "$GUEST" \
+		--cmdline "tests=dirty dirty_mb=64 dirty_secs=8"
+	wait_for "grep -q '^INFO cpus' $TMP/out" 60 "the guest" || return 1
+	"$DVMM" ctl "$TMP/src.sock" migrate "$MIG_URI" --bandwidth 200 \
+		--downtime 30 >"$TMP/m" 2>&1 &
+	ctl=$!
+	wait_for "$DVMM ctl $TMP/src.sock migrate-status 2>/dev/null | grep -q '\"status\": \"pre-copy\"'" \
+		30 "migrate-status showing the pre-copy" || return 1
+	wait "$ctl" || fail "migrate failed: $(tail -3 "$TMP/m")" || return 1
+	grep -q '"max_throttle_pct": [1-9]' "$TMP/m" ||
+		fail "never throttled: $(cat "$TMP/m")" || return 1
+	pid=$src
+	wait_exit "$src" 30 && expect_rc 0 && mig_finish dirty
+}
+
+# The destination dies in the middle of the pre-copy: the migration fails
+# with a reason and the source's guest goes on (and passes).
+t_migrate_dest_killed() {
+	mig_start "" "" 127.0.0.1 --memory 128M --kernel "$GUEST" \
+		--cmdline "tests=dirty dirty_mb=32 dirty_secs=4,idle"
+	wait_for "grep -q '^INFO cpus' $TMP/out" 60 "the guest" || return 1
+	"$DVMM" ctl "$TMP/src.sock" migrate "$MIG_URI" --bandwidth 4 \
+		>"$TMP/m" 2>&1 &
+	ctl=$!
+	wait_for "$DVMM ctl $TMP/src.sock migrate-status 2>/dev/null | grep -q '\"status\": \"pre-copy\"'" \
+		30 "the pre-copy" || return 1
+	kill -KILL "$dst"
+	! wait "$ctl" || fail "the migration succeeded" || return 1
+	grep -q 'cannot migrate the VM' "$TMP/m" ||
+		fail "reason: $(tail -2 "$TMP/m")" || return 1
+	wait_for "grep -q '^INFO tick 2 ' $TMP/out" 60 \
+		"the source's guest going on" || return 1
+	expect_passes "$TMP/out" dirty || return 1
+	"$DVMM" ctl "$TMP/src.sock" stop >/dev/null || fail "stop failed" ||
+		return 1
+	pid=$src
+	wait_exit "$src" 20 && expect_rc 0
+}
+
+# Source and destination in two network namespaces joined by a veth pair.
+t_migrate_namespaces() {
+	a=dvmm-it-$$-miga b=dvmm-it-$$-migb
+	ip netns add "$a" && NETNS_LIST="$NETNS_LIST $a" &&
+		ip netns add "$b" && NETNS_LIST="$NETNS_LIST $b" &&
+		ip -n "$a" link add mig0 type veth peer name mig1 netns "$b" &&
+		ip -n "$a" addr add 10.77.0.1/24 dev mig0 &&
+		ip -n "$b" addr add 10.77.0.2/24 dev mig1 &&
+		ip -n "$a" link set mig0 up && ip -n "$b" link set mig1 up &&
+		ip -n "$a" link set lo up && ip -n "$b" link set lo up ||
+		fail "cannot build the namespaces" || return 1
+	mig_start "$a" "$b" 10.77.0.2 --memory 128M --kernel "$GUEST" \
+		--cmdline "tests=dirty dirty_mb=32 dirty_rate=50 dirty_secs=4"
+	wait_for "grep -q '^INFO cpus' $TMP/out" 60 "the guest" || return 1
+	wait_for "ip netns exec $b ss -ltn | grep -q ':$MIG_PORT '" 20 \
+		"the destination" || return 1
+	mig_move || return 1
+	mig_finish dirty
+}

@@ -334,10 +334,10 @@ static void test_bad_input(void **state)
 		     "\"cmd\" must be a string, e.g. {\"cmd\":\"status\"}");
 	expect_error(&f->ops, "{\"cmd\":\"x\"}",
 		     "unknown command 'x'; try status, pause, resume, stop, "
-		     "stats");
+		     "stats, migrate-status");
 	expect_error(&f->ops, "{\"cmd\":\"Status\"}",
 		     "unknown command 'Status'; try status, pause, resume, "
-		     "stop, stats");
+		     "stop, stats, migrate-status");
 	expect_error(&f->ops, "",
 		     "empty request; send one JSON object per line, e.g. "
 		     "{\"cmd\":\"status\"}");
@@ -896,19 +896,26 @@ static void test_ctl_error(void **state)
 	run_ctl(f, &r, 3, bogus);
 	assert_int_equal(r.rc, 1);
 	assert_string_equal(r.err, "dvmm: unknown command 'bogus'; try "
-				   "status, pause, resume, stop, stats\n");
+				   "status, pause, resume, stop, stats, "
+				   "migrate-status\n");
 }
 
 static void test_ctl_usage(void **state)
 {
 	static const char usage[] =
 		"usage: dvmm ctl SOCKET status|pause|resume|stop|stats\n"
-		"       dvmm ctl SOCKET migrate tcp:HOST:PORT\n";
+		"       dvmm ctl SOCKET migrate tcp:HOST:PORT [--downtime MS] "
+		"[--bandwidth MBPS]\n"
+		"       dvmm ctl SOCKET migrate-status\n";
 	struct fixture *f = *state;
 	char *few[] = {"ctl", f->path, NULL};
 	char *many[] = {"ctl", f->path, "status", "now", NULL};
 	char *help[] = {"ctl", "--help", NULL};
 	char *mig[] = {"ctl", f->path, "migrate", NULL};
+	char *bad_opt[] = {"ctl", f->path, "migrate", "tcp:h:1", "--downtime",
+			   "0", NULL};
+	char *odd_opt[] = {"ctl", f->path, "migrate", "tcp:h:1", "--fast",
+			   NULL};
 	struct ctl_result r;
 
 	run_ctl(f, &r, 2, few);
@@ -922,6 +929,12 @@ static void test_ctl_usage(void **state)
 	assert_string_equal(r.out, usage);
 	run_ctl(f, &r, 3, mig); /* migrate without a destination */
 	assert_int_not_equal(r.rc, 0);
+	run_ctl(f, &r, 6, bad_opt);
+	assert_int_equal(r.rc, 2);
+	assert_string_equal(r.err, usage);
+	run_ctl(f, &r, 5, odd_opt);
+	assert_int_equal(r.rc, 2);
+	assert_string_equal(r.err, usage);
 }
 
 static void test_ctl_no_server(void **state)
