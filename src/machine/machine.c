@@ -362,14 +362,16 @@ static int create_virtio_backend(struct machine *pc, struct machine_virtio *mv,
 
 	switch (mv->kind) {
 	case VIRTIO_KIND_BLK:
-		return virtio_blk_create((struct virtio_blk **)&mv->dev, mem,
-					 cfg->disk[index].path,
-					 cfg->disk[index].readonly, e);
+		return virtio_blk_create(
+			(struct virtio_blk **)&mv->dev, mem,
+			cfg->disk[index].path, cfg->disk[index].readonly,
+			cfg->incoming ? VIRTIO_CREATE_RELEASED : 0, e);
 	case VIRTIO_KIND_NET:
 		nic = &cfg->nic[index];
-		return virtio_net_create((struct virtio_net **)&mv->dev, mem,
-					 nic->tap,
-					 nic->has_mac ? nic->mac : NULL, e);
+		return virtio_net_create(
+			(struct virtio_net **)&mv->dev, mem, nic->tap,
+			nic->has_mac ? nic->mac : NULL,
+			cfg->incoming ? VIRTIO_CREATE_RELEASED : 0, e);
 	case VIRTIO_KIND_RNG:
 		return virtio_rng_create((struct virtio_rng **)&mv->dev, mem,
 					 e);

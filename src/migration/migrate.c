@@ -786,6 +786,20 @@ static void take_back(struct machine *pc, bool released, bool paused,
 		vm_resume(&pc->vm);
 }
 
+/* The end of a migration, for migrate-status. */
+static int finish(struct migrate_progress *p, int rc, const struct err *e)
+{
+	pthread_mutex_lock(&p->lock);
+	p->phase = rc ? MIGRATE_FAILED : MIGRATE_COMPLETED;
+	p->throttle_pct = 0;
+	p->pages_left = 0;
+	if (rc)
+		snprintf(p->error, sizeof(p->error), "%s",
+			 e->code ? e->msg : strerror(-rc));
+	pthread_mutex_unlock(&p->lock);
+	return rc;
+}
+
 int migrate_send(struct machine *pc, const char *uri,
 		 const struct migrate_secret *s, const struct migrate_opts *o,
 		 struct migrate_progress *p, struct err *e)
@@ -803,17 +817,20 @@ int migrate_send(struct machine *pc, const char *uri,
 	memset(r, 0, sizeof(*r));
 	p->phase = MIGRATE_SETUP;
 	p->started_ns = t0;
-	snprintf(p->to, sizeof(p->to), "%s", uri);
+	p->round = 0;
+	if (p->to != uri)
+		snprintf(p->to, sizeof(p->to), "%s", uri);
 	pthread_mutex_unlock(&p->lock);
 	rc = dirty_alloc(&d, vm);
 	if (rc) {
 		dirty_free(&d);
-		return err_set(e, rc, "out of memory for the dirty bitmaps");
+		err_set(e, rc, "out of memory for the dirty bitmaps");
+		return finish(p, rc, e);
 	}
 	c.fd = connect_to(uri, e);
 	if (c.fd < 0) {
 		dirty_free(&d);
-		return c.fd;
+		return finish(p, c.fd, e);
 	}
 	rc = auth_as_source(&c, s, e);
 	if (!rc) {
@@ -845,16 +862,9 @@ int migrate_send(struct machine *pc, const char *uri,
 	vm_set_throttle(vm, 0);
 	if (rc)
 		take_back(pc, released, paused, e);
-	pthread_mutex_lock(&p->lock);
-	p->phase = rc ? MIGRATE_FAILED : MIGRATE_COMPLETED;
-	p->throttle_pct = 0;
-	p->pages_left = 0;
-	if (rc)
-		snprintf(p->error, sizeof(p->error), "%s", e->msg);
-	pthread_mutex_unlock(&p->lock);
 	dirty_free(&d);
 	close(c.fd);
-	return rc;
+	return finish(p, rc, e);
 }
 
 /* ---- destination ---- */
@@ -1107,6 +1117,8 @@ void migrate_confirm(struct machine *pc, struct migrate_link *l, bool ok)
 
 	if (!c)
 		return;
+	if (!ok)
+		devstate_quiesce(pc);
 	if (!ok && devstate_release(pc, &e))
 		pr_warn("could not let the devices go: %s", e.msg);
 	if (send_ack(c, ok ? 'R' : 'F'))

@@ -15,6 +15,15 @@
  * happen under b->lock with b->running checked, so once reset has cleared
  * running and joined the completion thread (which first waits for all
  * in-flight I/O), the device no longer touches the queue or guest memory.
+ *
+ * Migration: quiesce stops popping (b->quiesced, checked where blk_process
+ * pops) and waits on b->idle until no request is in flight and no
+ * interrupt or NEEDS_RESET report is on its way out (b->after_unlock
+ * counts those, done after b->lock is dropped). Guest memory the device
+ * writes (read data, GET_ID, status bytes) is logged with
+ * guest_mem_log_write. release syncs the image and drops its flock; while
+ * released nothing is popped (the destination may be created released,
+ * activated, and only then acquire the image).
  */
 #include <endian.h>
 #include <errno.h>
@@ -134,6 +143,7 @@ struct blk_req {
 struct virtio_blk {
 	struct virtio_device vd;
 	char name[40]; /* "virtio-blk:" + image file name */
+	char *path;    /* as given, for messages */
 	int fd;
 	bool readonly;
 	bool can_discard;	/* PUNCH_HOLE works on this image */
@@ -151,6 +161,10 @@ struct virtio_blk {
 	bool submit_pending;  /* SQEs prepared, not yet submitted */
 	bool broken;	      /* we asked for NEEDS_RESET: serve nothing */
 	bool report_broken;   /* ... and still have to tell the core */
+	bool quiesced;	      /* migration: pop nothing until resume */
+	bool released;	      /* the image's flock is not ours: pop nothing */
+	unsigned int after_unlock; /* blk_unlock work still under way */
+	pthread_cond_t idle;	   /* inflight or after_unlock went to 0 */
 	char broken_why[160];
 	pthread_t thread;
 	bool thread_started;
@@ -184,7 +198,10 @@ static void blk_broken(struct virtio_blk *b, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Drop b->lock, then do what must not happen under it. */
+/*
+ * Drop b->lock, then do what must not happen under it. That work counts in
+ * after_unlock until it is done, so quiesce can wait for it.
+ */
 static void blk_unlock(struct virtio_blk *b, bool notify)
 {
 	char why[sizeof(b->broken_why)];
@@ -194,11 +211,20 @@ static void blk_unlock(struct virtio_blk *b, bool notify)
 		memcpy(why, b->broken_why, sizeof(why));
 		b->report_broken = false;
 	}
+	if (!report && !notify) {
+		pthread_mutex_unlock(&b->lock);
+		return;
+	}
+	b->after_unlock++;
 	pthread_mutex_unlock(&b->lock);
 	if (report)
 		virtio_set_needs_reset(&b->vd, "%s", why);
 	if (notify)
 		virtio_queue_done(&b->vd, 0);
+	pthread_mutex_lock(&b->lock);
+	if (--b->after_unlock == 0)
+		pthread_cond_broadcast(&b->idle);
+	pthread_mutex_unlock(&b->lock);
 }
 
 /*
@@ -258,11 +284,18 @@ static void blk_push(struct virtio_blk *b, uint16_t head, uint32_t len)
 	pthread_mutex_unlock(&vq->lock);
 }
 
+/* Write the status byte of a request (and log it for a migration). */
+static void blk_set_status(struct virtio_blk *b, uint8_t *status, uint8_t st)
+{
+	*status = st;
+	guest_mem_log_write(b->vd.mem, status, 1);
+}
+
 /* Finish a request that needs no I/O: status byte, used entry. */
 static void blk_finish_now(struct virtio_blk *b, const struct vq_chain *c,
 			   uint8_t *status, uint8_t st, uint32_t used_len)
 {
-	*status = st;
+	blk_set_status(b, status, st);
 	if (st != VIRTIO_BLK_S_OK)
 		b->stats.errors++;
 	blk_push(b, c->head, used_len);
@@ -312,7 +345,8 @@ static unsigned int blk_take_slot(struct virtio_blk *b)
 static void blk_put_slot(struct virtio_blk *b, unsigned int slot)
 {
 	b->free_slot[b->nfree++] = slot;
-	b->inflight--;
+	if (--b->inflight == 0)
+		pthread_cond_broadcast(&b->idle);
 }
 
 static bool blk_range_ok(const struct virtio_blk *b, uint64_t sector,
@@ -464,6 +498,7 @@ static bool blk_start(struct virtio_blk *b, const struct vq_chain *c,
 		if (n > BLK_ID_BYTES)
 			n = BLK_ID_BYTES;
 		n = vq_chain_write(c, 0, b->id, n);
+		virtio_log_chain_write(b->vd.mem, c, 0, n);
 		blk_finish_now(b, c, status, VIRTIO_BLK_S_OK, n + 1);
 		return true;
 	}
@@ -518,7 +553,8 @@ static bool blk_process(struct virtio_blk *b)
 	struct virtqueue *vq = &b->vd.vq[0];
 	bool any_pushed = false;
 
-	while (b->running && !b->stopping && !b->broken) {
+	while (b->running && !b->stopping && !b->broken && !b->quiesced &&
+	       !b->released) {
 		bool pushed = false;
 		int r;
 
@@ -542,6 +578,30 @@ static bool blk_process(struct virtio_blk *b)
 	}
 	blk_submit(b);
 	return any_pushed;
+}
+
+/*
+ * A read moved @res more bytes into guest memory, starting at the first
+ * segment not yet done: log them (before blk_advance moves the segments).
+ */
+static void blk_log_read(struct virtio_blk *b, const struct blk_req *r,
+			 uint64_t res)
+{
+	for (unsigned int i = r->iov_first; i < r->niov && res; i++) {
+		uint64_t len =
+			r->iov[i].iov_len < res ? r->iov[i].iov_len : res;
+
+		guest_mem_log_write(b->vd.mem, r->iov[i].iov_base, len);
+		res -= len;
+	}
+}
+
+/* A read ends in error: what is left of its buffer may have been written. */
+static void blk_log_read_rest(struct virtio_blk *b, const struct blk_req *r)
+{
+	for (unsigned int i = r->iov_first; i < r->niov; i++)
+		guest_mem_log_write(b->vd.mem, r->iov[i].iov_base,
+				    r->iov[i].iov_len);
 }
 
 /* Account for @res bytes moved; true when the transfer is complete. */
@@ -574,6 +634,8 @@ static bool blk_complete(struct virtio_blk *b, unsigned int slot, int res)
 	switch (r->type) {
 	case VIRTIO_BLK_T_IN:
 	case VIRTIO_BLK_T_OUT:
+		if (r->type == VIRTIO_BLK_T_IN && res > 0)
+			blk_log_read(b, r, res);
 		if ((res == -EINTR || res == -EAGAIN) && !b->stopping) {
 			if (blk_queue_rw(b, slot))
 				return false;
@@ -589,6 +651,8 @@ static bool blk_complete(struct virtio_blk *b, unsigned int slot, int res)
 			st = VIRTIO_BLK_S_IOERR;
 		}
 		if (r->type == VIRTIO_BLK_T_IN) {
+			if (st != VIRTIO_BLK_S_OK)
+				blk_log_read_rest(b, r);
 			used_len = r->data_done + 1;
 			b->stats.reads++;
 			b->stats.read_bytes += r->data_done;
@@ -616,7 +680,7 @@ static bool blk_complete(struct virtio_blk *b, unsigned int slot, int res)
 	blk_put_slot(b, slot);
 	if (b->stopping)
 		return false; /* reset: the driver no longer wants it */
-	*r->status = st;
+	blk_set_status(b, r->status, st);
 	blk_push(b, r->head, used_len);
 	return true;
 }
@@ -803,6 +867,180 @@ static void blk_reset(struct virtio_device *vd)
 	blk_stop(to_blk(vd));
 }
 
+/* ---- migration ---- */
+
+/*
+ * Pop nothing more; wait until every request taken has its data moved
+ * (and logged), its status byte set, its used entry pushed and the
+ * interrupt decision made and sent.
+ */
+static void blk_quiesce(struct virtio_device *vd)
+{
+	struct virtio_blk *b = to_blk(vd);
+
+	pthread_mutex_lock(&b->lock);
+	b->quiesced = true;
+	while (b->inflight || b->after_unlock)
+		pthread_cond_wait(&b->idle, &b->lock);
+	pthread_mutex_unlock(&b->lock);
+}
+
+/* Serve what the driver queued meanwhile (if allowed to serve at all). */
+static void blk_kick_locked(struct virtio_blk *b)
+{
+	bool pushed = false;
+
+	if (b->running) {
+		pushed = blk_process(b);
+		pushed |= blk_reap(b);
+	}
+	blk_unlock(b, pushed && b->running);
+}
+
+static void blk_resume(struct virtio_device *vd)
+{
+	struct virtio_blk *b = to_blk(vd);
+
+	pthread_mutex_lock(&b->lock);
+	b->quiesced = false;
+	blk_kick_locked(b);
+}
+
+#define BLK_STATE_LEN 9 /* capacity (u64 LE), readonly (u8) */
+
+static long blk_save(struct virtio_device *vd, uint8_t *buf, size_t cap)
+{
+	struct virtio_blk *b = to_blk(vd);
+	uint64_t capacity = htole64(b->capacity);
+
+	if (cap < BLK_STATE_LEN)
+		return -ENOSPC;
+	memcpy(buf, &capacity, sizeof(capacity));
+	buf[8] = b->readonly;
+	return BLK_STATE_LEN;
+}
+
+static int blk_load(struct virtio_device *vd, const uint8_t *buf, size_t len,
+		    char *why, size_t why_len)
+{
+	struct virtio_blk *b = to_blk(vd);
+	uint64_t capacity;
+
+	if (len != BLK_STATE_LEN) {
+		snprintf(why, why_len,
+			 "%s: %zu bytes of device state, expected %d", vd->name,
+			 len, BLK_STATE_LEN);
+		return -EINVAL;
+	}
+	memcpy(&capacity, buf, sizeof(capacity));
+	capacity = le64toh(capacity);
+	if (buf[8] > 1) {
+		snprintf(why, why_len, "%s: read-only flag %u is not 0 or 1",
+			 vd->name, buf[8]);
+		return -EINVAL;
+	}
+	if (capacity != b->capacity) {
+		snprintf(why, why_len,
+			 "%s: the disk here has %llu sectors, the source's "
+			 "%llu",
+			 vd->name, (unsigned long long)b->capacity,
+			 (unsigned long long)capacity);
+		return -EINVAL;
+	}
+	if (buf[8] != b->readonly) {
+		snprintf(why, why_len,
+			 "%s: the disk here is %s, the source's %s", vd->name,
+			 b->readonly ? "read-only" : "writable",
+			 buf[8] ? "read-only" : "writable");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int blk_lock_image(int fd, const char *path, bool readonly,
+			  struct err *e)
+{
+	if (flock(fd, (readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			return err_set(e, -EBUSY,
+				       "disk image %s is in use by another "
+				       "process",
+				       path);
+		return err_set(e, -errno, "disk image %s: flock: %s", path,
+			       strerror(errno));
+	}
+	return 0;
+}
+
+/*
+ * Make what was written durable, then let another process lock the image.
+ * Only with nothing in flight: quiesced, or not started.
+ */
+static int blk_release(struct virtio_device *vd, char *why, size_t why_len)
+{
+	struct virtio_blk *b = to_blk(vd);
+	int rc = 0;
+
+	pthread_mutex_lock(&b->lock);
+	if (b->released) {
+		pthread_mutex_unlock(&b->lock);
+		return 0;
+	}
+	if (b->running && !b->quiesced) {
+		pthread_mutex_unlock(&b->lock);
+		snprintf(why, why_len, "%s: release while serving requests",
+			 vd->name);
+		return -EBUSY;
+	}
+	/* From here on nothing is popped even if someone kicks. */
+	b->released = true;
+	pthread_mutex_unlock(&b->lock);
+
+	if (!b->readonly && fdatasync(b->fd) < 0) {
+		rc = -errno;
+		snprintf(why, why_len, "disk image %s: fdatasync: %s", b->path,
+			 strerror(errno));
+	} else if (flock(b->fd, LOCK_UN) < 0) {
+		rc = -errno;
+		snprintf(why, why_len, "disk image %s: flock: %s", b->path,
+			 strerror(errno));
+	}
+	if (rc) {
+		pthread_mutex_lock(&b->lock);
+		b->released = false;
+		pthread_mutex_unlock(&b->lock);
+	}
+	return rc;
+}
+
+static int blk_acquire(struct virtio_device *vd, char *why, size_t why_len)
+{
+	struct virtio_blk *b = to_blk(vd);
+	struct err e = {0};
+	bool released;
+	int rc;
+
+	pthread_mutex_lock(&b->lock);
+	released = b->released;
+	pthread_mutex_unlock(&b->lock);
+	if (!released)
+		return 0;
+	rc = blk_lock_image(b->fd, b->path, b->readonly, &e);
+	if (rc) {
+		snprintf(why, why_len, "%s", e.msg);
+		return rc;
+	}
+	pthread_mutex_lock(&b->lock);
+	b->released = false;
+	/* Activated while released (an incoming migration): serve now. */
+	if (!b->quiesced) {
+		blk_kick_locked(b);
+		return 0;
+	}
+	pthread_mutex_unlock(&b->lock);
+	return 0;
+}
+
 static const struct virtio_device_ops blk_ops = {
 	.features = blk_features,
 	.config_read = blk_config_read,
@@ -810,6 +1048,12 @@ static const struct virtio_device_ops blk_ops = {
 	.queue_kick = blk_queue_kick,
 	.activate = blk_activate,
 	.reset = blk_reset,
+	.quiesce = blk_quiesce,
+	.resume = blk_resume,
+	.save = blk_save,
+	.load = blk_load,
+	.release = blk_release,
+	.acquire = blk_acquire,
 };
 
 /* Does the filesystem punch holes? Probe past the end of the data. */
@@ -819,8 +1063,9 @@ static bool blk_probe_discard(int fd, uint64_t size)
 			 (size + 4095) & ~4095ULL, 4096) == 0;
 }
 
+/* Open, size and (unless @lock is false) lock the image. */
 static int blk_open(struct virtio_blk *b, const char *path, bool readonly,
-		    struct err *e)
+		    bool lock, struct err *e)
 {
 	struct stat st;
 	uint64_t size;
@@ -853,14 +1098,11 @@ static int blk_open(struct virtio_blk *b, const char *path, bool readonly,
 			       "disk image %s: size %llu is not a multiple of "
 			       "512 bytes",
 			       path, (unsigned long long)size);
-	if (flock(fd, (readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
-		if (errno == EWOULDBLOCK)
-			return err_set(e, -EBUSY,
-				       "disk image %s is in use by another "
-				       "process",
-				       path);
-		return err_set(e, -errno, "disk image %s: flock: %s", path,
-			       strerror(errno));
+	if (lock) {
+		int rc = blk_lock_image(fd, path, readonly, e);
+
+		if (rc)
+			return rc;
 	}
 	b->capacity = size >> BLK_SECTOR_SHIFT;
 	b->discard_align = 1;
@@ -872,23 +1114,29 @@ static int blk_open(struct virtio_blk *b, const char *path, bool readonly,
 }
 
 int virtio_blk_create(struct virtio_blk **out, const struct guest_mem *mem,
-		      const char *path, bool readonly, struct err *e)
+		      const char *path, bool readonly, unsigned int flags,
+		      struct err *e)
 {
 	struct virtio_blk *b;
-	bool lock_ok = false, ring_ok = false;
+	bool lock_ok = false, cond_ok = false, ring_ok = false;
 	const char *base;
 	int rc;
 
 	*out = NULL;
 	if (!path || !*path)
 		return err_set(e, -EINVAL, "virtio-blk: no disk image given");
+	if (flags & ~VIRTIO_CREATE_RELEASED)
+		return err_set(e, -EINVAL, "virtio-blk: unknown flags %#x",
+			       flags);
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return err_set(e, -ENOMEM, "virtio-blk: out of memory");
 	b->fd = -1;
 	b->readonly = readonly;
+	b->released = flags & VIRTIO_CREATE_RELEASED;
+	b->path = strdup(path);
 	b->req = calloc(BLK_MAX_INFLIGHT, sizeof(*b->req));
-	if (!b->req) {
+	if (!b->req || !b->path) {
 		rc = err_set(e, -ENOMEM, "virtio-blk: out of memory");
 		goto fail;
 	}
@@ -901,7 +1149,14 @@ int virtio_blk_create(struct virtio_blk **out, const struct guest_mem *mem,
 		goto fail;
 	}
 	lock_ok = true;
-	rc = blk_open(b, path, readonly, e);
+	rc = -pthread_cond_init(&b->idle, NULL);
+	if (rc) {
+		err_set(e, rc, "virtio-blk: condition variable: %s",
+			strerror(-rc));
+		goto fail;
+	}
+	cond_ok = true;
+	rc = blk_open(b, path, readonly, !b->released, e);
 	if (rc)
 		goto fail;
 	blk_make_id(b, path);
@@ -931,9 +1186,12 @@ fail:
 		io_uring_queue_exit(&b->ring);
 	if (b->fd >= 0)
 		close(b->fd);
+	if (cond_ok)
+		pthread_cond_destroy(&b->idle);
 	if (lock_ok)
 		pthread_mutex_destroy(&b->lock);
 	free(b->req);
+	free(b->path);
 	free(b);
 	return rc;
 }
@@ -958,7 +1216,9 @@ void virtio_blk_destroy(struct virtio_blk *b)
 	virtio_device_destroy(&b->vd);
 	io_uring_queue_exit(&b->ring);
 	close(b->fd);
+	pthread_cond_destroy(&b->idle);
 	pthread_mutex_destroy(&b->lock);
 	free(b->req);
+	free(b->path);
 	free(b);
 }

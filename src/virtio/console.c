@@ -11,6 +11,17 @@
  * rest of that buffer. Input (in_fd >= 0) is read straight into the
  * receive buffer the worker holds, only after poll() said POLLIN; at end
  * of file the input side stops.
+ *
+ * Migration: quiesce asks the worker to park (pause, through ctl_fd) and
+ * waits until it did (parked, pcond). It finishes the output chunk it is
+ * writing, then gives back (vq_unpop) the receive buffer it holds and a
+ * transmit chain it has not written out completely: output may be stuck
+ * for good (a full pipe, a terminal on ^S), and Linux's hvc driver spins
+ * until its transmit buffer comes back, so the chain must stay the
+ * driver's rather than be held across a migration. Resumed here, the
+ * worker takes the same chain again and goes on where it stopped; on the
+ * destination the whole chain goes to that side's output. Input bytes
+ * written into guest buffers are logged with guest_mem_log_write.
  */
 #include <endian.h>
 #include <errno.h>
@@ -48,14 +59,24 @@ struct virtio_console {
 	int out_fd;
 	int in_fd;   /* -1: no input */
 	int kick_fd; /* eventfd: a queue was kicked */
-	int stop_fd; /* eventfd: worker, stop */
+	int ctl_fd;  /* eventfd: worker, look at stop and pause */
 
 	pthread_t thread;
 	bool started;
-	bool stop;    /* atomic */
+	bool stop;	       /* atomic */
+	pthread_mutex_t plock; /* pause, parked, exited */
+	pthread_cond_t pcond;
+	bool pause;   /* worker: park, touch no ring */
+	bool parked;  /* ... and it does */
+	bool exited;  /* it ended on an error of its own */
 	bool broken;  /* worker only: asked for NEEDS_RESET */
 	bool in_eof;  /* input ended or failed for good */
 	bool rx_have; /* worker holds rx_chain */
+	bool tx_have; /* worker holds tx_chain, tx_off bytes out */
+	uint64_t tx_off;
+	bool tx_given_back; /* tx_back_head was given back, tx_back_off out */
+	uint16_t tx_back_head;
+	uint64_t tx_back_off;
 	struct vq_chain rx_chain;
 	struct vq_chain tx_chain;
 	uint64_t tx_dropped; /* bytes that could not be written */
@@ -102,63 +123,103 @@ static void con_push(struct virtio_console *c, uint16_t q, uint16_t head,
 	pthread_mutex_unlock(&vq->lock);
 }
 
-/* Write all of @buf to out_fd. False when the worker is to stop. */
-static bool con_write(struct virtio_console *c, const uint8_t *buf, size_t len)
+enum con_wake { CON_READY, CON_CTL, CON_FATAL };
+
+/* ctl_fd was readable: drain it; the caller looks at stop and pause. */
+static enum con_wake con_ctl(struct virtio_console *c)
 {
-	while (len) {
+	eventfd_drain(c->ctl_fd);
+	return CON_CTL;
+}
+
+/*
+ * Write the rest of the readable part of tx_chain (from tx_off) to out_fd.
+ * CON_CTL: interrupted between chunks (stop or pause asked), the chain is
+ * still held; CON_FATAL: the worker cannot go on.
+ */
+static enum con_wake con_write_chain(struct virtio_console *c)
+{
+	const struct vq_chain *ch = &c->tx_chain;
+
+	while (c->tx_off < ch->out_bytes) {
 		struct pollfd p[2] = {
-			{.fd = c->stop_fd, .events = POLLIN},
+			{.fd = c->ctl_fd, .events = POLLIN},
 			{.fd = c->out_fd, .events = POLLOUT},
 		};
-		size_t chunk = len < PIPE_BUF ? len : PIPE_BUF;
+		uint64_t skip = c->tx_off;
+		const uint8_t *buf = NULL;
+		size_t chunk = 0;
 		ssize_t w;
 
 		if (poll(p, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			pr_err("%s: poll: %s", c->vd.name, strerror(errno));
-			return false;
+			return CON_FATAL;
 		}
 		if (p[0].revents)
-			return false;
+			return con_ctl(c);
 		if (!p[1].revents)
 			continue;
+		for (unsigned int i = 0; i < ch->n_out; i++) {
+			if (skip >= ch->iov[i].iov_len) {
+				skip -= ch->iov[i].iov_len;
+				continue;
+			}
+			buf = (const uint8_t *)ch->iov[i].iov_base + skip;
+			chunk = ch->iov[i].iov_len - skip;
+			break;
+		}
+		if (!chunk)
+			break; /* out_bytes is the segments' sum: not reached */
+		if (chunk > PIPE_BUF)
+			chunk = PIPE_BUF;
 		w = write(c->out_fd, buf, chunk);
 		if (w < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;
 			/* EPIPE and friends: nobody reads; drop the rest. */
-			c->tx_dropped += len;
-			return true;
+			c->tx_dropped += ch->out_bytes - c->tx_off;
+			c->tx_off = ch->out_bytes;
+			break;
 		}
-		buf += w;
-		len -= w;
+		c->tx_off += w;
 	}
-	return true;
+	return CON_READY;
 }
 
-/* Send everything the driver queued. False when the worker is to stop. */
-static bool con_tx(struct virtio_console *c)
+/*
+ * Send everything the driver queued. CON_CTL when a stop or pause request
+ * came first (a chain may still be held), CON_FATAL when the worker cannot
+ * go on.
+ */
+static enum con_wake con_tx(struct virtio_console *c)
 {
 	struct vq_chain *ch = &c->tx_chain;
-	bool pushed = false, go_on = true;
+	enum con_wake w = CON_READY;
+	bool pushed = false;
 
-	while (!c->broken && go_on) {
-		int r = con_pop(c, CON_TXQ, ch);
-
-		if (r <= 0)
+	while (!c->broken) {
+		if (!c->tx_have) {
+			if (con_pop(c, CON_TXQ, ch) <= 0)
+				break;
+			c->tx_have = true;
+			c->tx_off = 0;
+			/* The chain we gave back at a pause: go on. */
+			if (c->tx_given_back && ch->head == c->tx_back_head)
+				c->tx_off = c->tx_back_off;
+			c->tx_given_back = false;
+		}
+		w = con_write_chain(c);
+		if (w != CON_READY)
 			break;
-		for (unsigned int i = 0; i < ch->n_out && go_on; i++)
-			go_on = con_write(c, ch->iov[i].iov_base,
-					  ch->iov[i].iov_len);
-		if (!go_on)
-			break; /* reset: the chain is abandoned */
+		c->tx_have = false;
 		con_push(c, CON_TXQ, ch->head, 0);
 		pushed = true;
 	}
 	if (pushed)
 		virtio_queue_done(&c->vd, CON_TXQ);
-	return go_on;
+	return w;
 }
 
 /* Hold a receive buffer if input is possible and the driver gave one. */
@@ -197,9 +258,47 @@ static void con_rx_read(struct virtio_console *c)
 		c->in_eof = true;
 		return;
 	}
+	virtio_log_chain_write(c->vd.mem, ch, 0, (uint64_t)r);
 	con_push(c, CON_RXQ, ch->head, r);
 	c->rx_have = false;
 	virtio_queue_done(&c->vd, CON_RXQ);
+}
+
+static bool con_pause_wanted(struct virtio_console *c)
+{
+	bool p;
+
+	pthread_mutex_lock(&c->plock);
+	p = c->pause;
+	pthread_mutex_unlock(&c->plock);
+	return p;
+}
+
+/* Give back the chains held, say so, wait until resumed or stopped. */
+static void con_park(struct virtio_console *c)
+{
+	if (c->rx_have) {
+		pthread_mutex_lock(&c->vd.vq[CON_RXQ].lock);
+		vq_unpop(&c->vd.vq[CON_RXQ]);
+		pthread_mutex_unlock(&c->vd.vq[CON_RXQ].lock);
+		c->rx_have = false;
+	}
+	if (c->tx_have) {
+		pthread_mutex_lock(&c->vd.vq[CON_TXQ].lock);
+		vq_unpop(&c->vd.vq[CON_TXQ]);
+		pthread_mutex_unlock(&c->vd.vq[CON_TXQ].lock);
+		c->tx_have = false;
+		c->tx_given_back = true;
+		c->tx_back_head = c->tx_chain.head;
+		c->tx_back_off = c->tx_off;
+	}
+	pthread_mutex_lock(&c->plock);
+	c->parked = true;
+	pthread_cond_broadcast(&c->pcond);
+	while (c->pause && !con_stopping(c))
+		pthread_cond_wait(&c->pcond, &c->plock);
+	c->parked = false;
+	pthread_mutex_unlock(&c->plock);
 }
 
 static void *con_thread(void *arg)
@@ -208,13 +307,22 @@ static void *con_thread(void *arg)
 
 	while (!con_stopping(c)) {
 		struct pollfd p[3] = {
-			{.fd = c->stop_fd, .events = POLLIN},
+			{.fd = c->ctl_fd, .events = POLLIN},
 			{.fd = c->kick_fd, .events = POLLIN},
 			{.fd = -1, .events = POLLIN},
 		};
+		enum con_wake w = CON_READY;
 
-		if (!c->broken && !con_tx(c))
+		if (con_pause_wanted(c)) {
+			con_park(c);
+			continue;
+		}
+		if (!c->broken)
+			w = con_tx(c);
+		if (w == CON_FATAL)
 			break;
+		if (w == CON_CTL)
+			continue;
 		con_rx_get(c);
 		if (c->rx_have && !c->in_eof && !c->broken)
 			p[2].fd = c->in_fd;
@@ -226,13 +334,19 @@ static void *con_thread(void *arg)
 			pr_err("%s: poll: %s", c->vd.name, strerror(errno));
 			break;
 		}
-		if (p[0].revents)
-			break;
+		if (p[0].revents) {
+			con_ctl(c);
+			continue;
+		}
 		if (p[1].revents)
 			eventfd_drain(c->kick_fd);
 		if (p[2].revents)
 			con_rx_read(c);
 	}
+	pthread_mutex_lock(&c->plock);
+	c->exited = true;
+	pthread_cond_broadcast(&c->pcond);
+	pthread_mutex_unlock(&c->plock);
 	return NULL;
 }
 
@@ -266,15 +380,21 @@ static void con_config_write(struct virtio_device *vd, uint32_t off,
 	(void)len;
 }
 
+static void con_signal(struct virtio_console *c, int fd)
+{
+	uint64_t one = 1;
+
+	if (write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		pr_warn("%s: eventfd: %s", c->vd.name, strerror(errno));
+}
+
 static void con_queue_kick(struct virtio_device *vd, uint16_t q)
 {
 	struct virtio_console *c = to_con(vd);
-	uint64_t one = 1;
 
 	if (q > CON_TXQ)
 		return;
-	if (write(c->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		pr_warn("%s: eventfd: %s", vd->name, strerror(errno));
+	con_signal(c, c->kick_fd);
 }
 
 static int con_activate(struct virtio_device *vd)
@@ -286,6 +406,9 @@ static int con_activate(struct virtio_device *vd)
 		return 0;
 	c->broken = false;
 	c->rx_have = false;
+	c->tx_have = false;
+	c->tx_given_back = false;
+	c->exited = false;
 	rc = thread_start_nosignals(&c->thread, con_thread, c);
 	if (rc) {
 		pr_err("%s: cannot start the worker thread: %s", vd->name,
@@ -298,25 +421,55 @@ static int con_activate(struct virtio_device *vd)
 
 static void con_stop(struct virtio_console *c)
 {
-	uint64_t one = 1;
-
 	if (!c->started)
 		return;
+	pthread_mutex_lock(&c->plock);
 	__atomic_store_n(&c->stop, true, __ATOMIC_RELEASE);
-	if (write(c->stop_fd, &one, sizeof(one)) < 0)
-		pr_warn("%s: eventfd: %s", c->vd.name, strerror(errno));
+	pthread_cond_broadcast(&c->pcond);
+	pthread_mutex_unlock(&c->plock);
+	con_signal(c, c->ctl_fd);
 	pthread_join(c->thread, NULL);
 	c->started = false;
 	__atomic_store_n(&c->stop, false, __ATOMIC_RELEASE);
-	eventfd_drain(c->stop_fd);
+	eventfd_drain(c->ctl_fd);
 	eventfd_drain(c->kick_fd);
 	c->rx_have = false;
+	c->tx_have = false;
+	c->tx_given_back = false;
 	c->broken = false;
 }
 
 static void con_reset(struct virtio_device *vd)
 {
 	con_stop(to_con(vd));
+}
+
+/* Park the worker (or have it park as soon as it starts). */
+static void con_quiesce(struct virtio_device *vd)
+{
+	struct virtio_console *c = to_con(vd);
+
+	pthread_mutex_lock(&c->plock);
+	c->pause = true;
+	pthread_mutex_unlock(&c->plock);
+	if (!c->started)
+		return;
+	con_signal(c, c->ctl_fd);
+	pthread_mutex_lock(&c->plock);
+	while (!c->parked && !c->exited)
+		pthread_cond_wait(&c->pcond, &c->plock);
+	pthread_mutex_unlock(&c->plock);
+}
+
+/* The worker looks at both queues again as it leaves its park. */
+static void con_resume(struct virtio_device *vd)
+{
+	struct virtio_console *c = to_con(vd);
+
+	pthread_mutex_lock(&c->plock);
+	c->pause = false;
+	pthread_cond_broadcast(&c->pcond);
+	pthread_mutex_unlock(&c->plock);
 }
 
 static const struct virtio_device_ops con_ops = {
@@ -326,6 +479,8 @@ static const struct virtio_device_ops con_ops = {
 	.queue_kick = con_queue_kick,
 	.activate = con_activate,
 	.reset = con_reset,
+	.quiesce = con_quiesce,
+	.resume = con_resume,
 };
 
 int virtio_console_create(struct virtio_console **out,
@@ -344,8 +499,10 @@ int virtio_console_create(struct virtio_console **out,
 	c->out_fd = out_fd;
 	c->in_fd = in_fd < 0 ? -1 : in_fd;
 	c->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	c->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (c->kick_fd < 0 || c->stop_fd < 0) {
+	c->ctl_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	pthread_mutex_init(&c->plock, NULL);
+	pthread_cond_init(&c->pcond, NULL);
+	if (c->kick_fd < 0 || c->ctl_fd < 0) {
 		rc = err_set(e, -errno, "virtio-console: eventfd: %s",
 			     strerror(errno));
 		goto fail;
@@ -364,8 +521,10 @@ int virtio_console_create(struct virtio_console **out,
 fail:
 	if (c->kick_fd >= 0)
 		close(c->kick_fd);
-	if (c->stop_fd >= 0)
-		close(c->stop_fd);
+	if (c->ctl_fd >= 0)
+		close(c->ctl_fd);
+	pthread_cond_destroy(&c->pcond);
+	pthread_mutex_destroy(&c->plock);
 	free(c);
 	return rc;
 }
@@ -382,6 +541,8 @@ void virtio_console_destroy(struct virtio_console *c)
 	con_stop(c);
 	virtio_device_destroy(&c->vd);
 	close(c->kick_fd);
-	close(c->stop_fd);
+	close(c->ctl_fd);
+	pthread_cond_destroy(&c->pcond);
+	pthread_mutex_destroy(&c->plock);
 	free(c);
 }

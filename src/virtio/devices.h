@@ -27,12 +27,49 @@ struct virtio_blk_stats {
 };
 
 /*
+ * Creation flag: the device is made for an incoming migration and starts
+ * released (virtio.h: the source process still holds the disk's lock or the
+ * tap); the migration calls ops->acquire once the source let go.
+ */
+#define VIRTIO_CREATE_RELEASED 1u
+
+/*
+ * Record that a device wrote bytes [@off, @off+@len) of the writable part
+ * of chain @c (as vq_chain_write counts them), for migration's write log
+ * (guest_mem_log_write).
+ */
+static inline void virtio_log_chain_write(const struct guest_mem *mem,
+					  const struct vq_chain *c,
+					  uint64_t off, uint64_t len)
+{
+	const struct iovec *w = &c->iov[c->n_out];
+
+	for (unsigned int i = 0; i < c->n_in && len; i++) {
+		uint64_t seg = w[i].iov_len;
+
+		if (off >= seg) {
+			off -= seg;
+			continue;
+		}
+		seg -= off;
+		if (seg > len)
+			seg = len;
+		guest_mem_log_write(mem, (const uint8_t *)w[i].iov_base + off,
+				    seg);
+		len -= seg;
+		off = 0;
+	}
+}
+
+/*
  * blk.c: --disk PATH[,readonly]. A raw image (regular file whose size is a
  * multiple of 512, or a block device), locked with flock (shared when
- * readonly) so two VMs cannot write one image. Needs io_uring.
+ * readonly) so two VMs cannot write one image. Needs io_uring. @flags:
+ * VIRTIO_CREATE_RELEASED opens the image without taking the lock.
  */
 int virtio_blk_create(struct virtio_blk **out, const struct guest_mem *mem,
-		      const char *path, bool readonly, struct err *e);
+		      const char *path, bool readonly, unsigned int flags,
+		      struct err *e);
 struct virtio_device *virtio_blk_device(struct virtio_blk *b);
 void virtio_blk_get_stats(struct virtio_blk *b, struct virtio_blk_stats *s);
 void virtio_blk_destroy(struct virtio_blk *b);
@@ -45,10 +82,12 @@ struct virtio_net_stats {
 /* net.c: --net tap=NAME[,mac=xx:xx:xx:xx:xx:xx]; NAME NULL -> dvmm makes
  * a tap itself (name reported by virtio_net_tap_name). @mac NULL: a random
  * locally administered address. Bytes count frames without the 12-byte
- * virtio-net header. */
+ * virtio-net header. @flags: VIRTIO_CREATE_RELEASED attaches to no tap yet
+ * (ops->acquire does; a tap of dvmm's own is only made then, and its name
+ * is "" until then). */
 int virtio_net_create(struct virtio_net **out, const struct guest_mem *mem,
 		      const char *tap_name, const uint8_t mac[6],
-		      struct err *e);
+		      unsigned int flags, struct err *e);
 const char *virtio_net_tap_name(const struct virtio_net *n);
 struct virtio_device *virtio_net_device(struct virtio_net *n);
 void virtio_net_get_stats(struct virtio_net *n, struct virtio_net_stats *s);

@@ -6,6 +6,12 @@
  * so a request costs one wake-up); what is left goes to a worker thread,
  * so a driver that floods the queue costs its own worker, not the
  * transport thread (which may be shared by every device in poll mode).
+ *
+ * Migration: quiesce sets paused under serve_lock, which every serving
+ * pass (its pushes and interrupt included) holds throughout, so once it
+ * has the lock nothing is in progress and nothing more is served until
+ * resume. The random bytes written into guest buffers are logged with
+ * guest_mem_log_write.
  */
 #include <errno.h>
 #include <poll.h>
@@ -34,6 +40,7 @@ struct virtio_rng {
 	bool stop;		    /* atomic */
 	pthread_mutex_t serve_lock; /* one server at a time: kick or worker */
 	bool broken; /* under serve_lock: asked for NEEDS_RESET */
+	bool paused; /* under serve_lock: migration, serve nothing */
 	struct vq_chain chain;
 	uint64_t bytes; /* handed to the guest (atomic) */
 };
@@ -43,8 +50,11 @@ static struct virtio_rng *to_rng(struct virtio_device *vd)
 	return vd->priv;
 }
 
-/* Fill the writable part of @c, up to RNG_MAX_REQ; returns the bytes. */
-static uint32_t rng_fill(const struct vq_chain *c)
+/*
+ * Fill the writable part of @c, up to RNG_MAX_REQ; returns the bytes
+ * (logged in @mem's write log).
+ */
+static uint32_t rng_fill(const struct guest_mem *mem, const struct vq_chain *c)
 {
 	uint32_t done = 0;
 
@@ -62,6 +72,7 @@ static uint32_t rng_fill(const struct vq_chain *c)
 					continue;
 				return done;
 			}
+			guest_mem_log_write(mem, p, r);
 			p += r;
 			len -= r;
 			done += r;
@@ -82,7 +93,8 @@ static bool rng_serve(struct virtio_rng *r, unsigned int budget)
 	char why[sizeof(vq->error)];
 	bool pushed = false, more = false;
 
-	while (!r->broken && !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
+	while (!r->broken && !r->paused &&
+	       !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
 		uint32_t len;
 		int rc;
 
@@ -107,7 +119,7 @@ static bool rng_serve(struct virtio_rng *r, unsigned int budget)
 					       r->chain.head);
 			break;
 		}
-		len = rng_fill(&r->chain);
+		len = rng_fill(r->vd.mem, &r->chain);
 		__atomic_fetch_add(&r->bytes, len, __ATOMIC_RELAXED);
 		pthread_mutex_lock(&vq->lock);
 		vq_push(vq, r->chain.head, len);
@@ -236,6 +248,30 @@ static void rng_reset(struct virtio_device *vd)
 	rng_stop(to_rng(vd));
 }
 
+static void rng_quiesce(struct virtio_device *vd)
+{
+	struct virtio_rng *r = to_rng(vd);
+
+	/* Waits for a serving pass (kick or worker) to finish. */
+	pthread_mutex_lock(&r->serve_lock);
+	r->paused = true;
+	pthread_mutex_unlock(&r->serve_lock);
+}
+
+static void rng_resume(struct virtio_device *vd)
+{
+	struct virtio_rng *r = to_rng(vd);
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&r->serve_lock);
+	r->paused = false;
+	pthread_mutex_unlock(&r->serve_lock);
+	/* Requests may have come meanwhile: the worker looks. */
+	if (r->started && write(r->kick_fd, &one, sizeof(one)) < 0 &&
+	    errno != EAGAIN)
+		pr_warn("%s: eventfd: %s", vd->name, strerror(errno));
+}
+
 static const struct virtio_device_ops rng_ops = {
 	.features = rng_features,
 	.config_read = rng_config_read,
@@ -243,6 +279,8 @@ static const struct virtio_device_ops rng_ops = {
 	.queue_kick = rng_queue_kick,
 	.activate = rng_activate,
 	.reset = rng_reset,
+	.quiesce = rng_quiesce,
+	.resume = rng_resume,
 };
 
 int virtio_rng_create(struct virtio_rng **out, const struct guest_mem *mem,

@@ -271,7 +271,7 @@ t_migrate_dirty_converge() {
 # with a reason and the source's guest goes on (and passes).
 t_migrate_dest_killed() {
 	mig_start "" "" 127.0.0.1 --memory 128M --kernel "$GUEST" \
-		--cmdline "tests=dirty dirty_mb=32 dirty_secs=4,idle"
+		--cmdline "tests=dirty,idle dirty_mb=32 dirty_secs=4"
 	wait_for "grep -q '^INFO cpus' $TMP/out" 60 "the guest" || return 1
 	"$DVMM" ctl "$TMP/src.sock" migrate "$MIG_URI" --bandwidth 4 \
 		>"$TMP/m" 2>&1 &

@@ -27,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <endian.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -75,6 +77,12 @@ struct fake_transport {
 	pthread_cond_t cond;
 	unsigned int queue_irqs[VIRTIO_MAX_QUEUES];
 	unsigned int config_irqs;
+	/* used->idx as each queue interrupt saw it (the newest). */
+	struct vring_used *used[VIRTIO_MAX_QUEUES];
+	uint16_t irq_used[VIRTIO_MAX_QUEUES];
+	/* While closed, queue interrupts wait in notify_queue. */
+	bool gate_closed;
+	unsigned int gate_waiting;
 };
 
 static void ft_notify_queue(void *opaque, uint16_t q)
@@ -82,8 +90,21 @@ static void ft_notify_queue(void *opaque, uint16_t q)
 	struct fake_transport *ft = opaque;
 
 	pthread_mutex_lock(&ft->lock);
+	while (ft->gate_closed) {
+		ft->gate_waiting++;
+		pthread_cond_broadcast(&ft->cond);
+		pthread_cond_wait(&ft->cond, &ft->lock);
+		ft->gate_waiting--;
+	}
 	if (q < VIRTIO_MAX_QUEUES)
 		ft->queue_irqs[q]++;
+	if (q < VIRTIO_MAX_QUEUES && ft->used[q]) {
+		uint16_t u =
+			__atomic_load_n(&ft->used[q]->idx, __ATOMIC_ACQUIRE);
+
+		if ((int16_t)(u - ft->irq_used[q]) > 0)
+			ft->irq_used[q] = u;
+	}
 	pthread_cond_broadcast(&ft->cond);
 	pthread_mutex_unlock(&ft->lock);
 }
@@ -111,6 +132,20 @@ struct ring {
 	uint16_t used_seen;
 };
 
+struct harness;
+
+/*
+ * A device call made from a thread of the test's own (no asserts there);
+ * kept in the harness so that teardown can join it after a failure.
+ */
+struct bg {
+	struct harness *h;
+	void (*fn)(struct harness *h);
+	pthread_t t;
+	bool started;
+	bool done; /* under h->ft.lock */
+};
+
 struct harness {
 	struct guest_mem mem;
 	struct fake_transport ft;
@@ -127,6 +162,7 @@ struct harness {
 	char path[64];
 	int fds[4];
 	int pkt; /* AF_PACKET socket on the tap */
+	struct bg bg[2];
 };
 
 struct seg {
@@ -188,10 +224,22 @@ static void stop_device(struct harness *h)
 	h->active = false;
 }
 
+static void gate_set(struct harness *h, bool closed)
+{
+	pthread_mutex_lock(&h->ft.lock);
+	h->ft.gate_closed = closed;
+	pthread_cond_broadcast(&h->ft.cond);
+	pthread_mutex_unlock(&h->ft.lock);
+}
+
 static int teardown(void **state)
 {
 	struct harness *h = *state;
 
+	gate_set(h, false);
+	for (int i = 0; i < 2; i++)
+		if (h->bg[i].started)
+			pthread_join(h->bg[i].t, NULL);
 	stop_device(h);
 	virtio_blk_destroy(h->blk);
 	virtio_net_destroy(h->net);
@@ -245,6 +293,10 @@ static void start_device(struct harness *h, struct virtio_device *vd,
 		struct ring *r = &h->ring[q];
 
 		ring_setup(h, q);
+		pthread_mutex_lock(&h->ft.lock);
+		h->ft.used[q] = r->used;
+		h->ft.irq_used[q] = 0;
+		pthread_mutex_unlock(&h->ft.lock);
 		pthread_mutex_lock(&vd->vq[q].lock);
 		assert_int_equal(vq_enable(&vd->vq[q], &h->mem, r->size,
 					   r->desc_gpa, r->avail_gpa,
@@ -359,6 +411,177 @@ static bool wait_used(struct harness *h, int q, uint16_t n)
 	return wait_used_ms(h, q, n, WAIT_MS);
 }
 
+/* The device's next avail index on @q: how many chains it has taken. */
+static uint16_t last_avail(struct harness *h, int q)
+{
+	struct virtqueue *vq = &h->vd->vq[q];
+	uint16_t v;
+
+	pthread_mutex_lock(&vq->lock);
+	v = vq->last_avail;
+	pthread_mutex_unlock(&vq->lock);
+	return v;
+}
+
+/*
+ * Wait until the device has taken exactly @n chains from @q (a thread of
+ * its own pops them; nothing signals that, so look every millisecond).
+ */
+static bool wait_popped(struct harness *h, int q, uint16_t n)
+{
+	struct timespec ts, now, ms = {0, 1000000};
+
+	deadline_after(&ts, WAIT_MS);
+	for (;;) {
+		if (last_avail(h, q) == n)
+			return true;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec > ts.tv_sec ||
+		    (now.tv_sec == ts.tv_sec && now.tv_nsec >= ts.tv_nsec))
+			return false;
+		nanosleep(&ms, NULL);
+	}
+}
+
+/* used->idx the last queue interrupt saw. */
+static uint16_t irq_used(struct harness *h, int q)
+{
+	uint16_t v;
+
+	pthread_mutex_lock(&h->ft.lock);
+	v = h->ft.irq_used[q];
+	pthread_mutex_unlock(&h->ft.lock);
+	return v;
+}
+
+/* Wait until a queue interrupt waits at the closed gate. */
+static bool wait_gate(struct harness *h)
+{
+	struct timespec ts;
+	bool ok = true;
+
+	deadline_after(&ts, WAIT_MS);
+	pthread_mutex_lock(&h->ft.lock);
+	while (!h->ft.gate_waiting) {
+		if (pthread_cond_timedwait(&h->ft.cond, &h->ft.lock, &ts) ==
+		    ETIMEDOUT) {
+			ok = h->ft.gate_waiting > 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&h->ft.lock);
+	return ok;
+}
+
+static void *bg_main(void *arg)
+{
+	struct bg *b = arg;
+
+	b->fn(b->h);
+	pthread_mutex_lock(&b->h->ft.lock);
+	b->done = true;
+	pthread_cond_broadcast(&b->h->ft.cond);
+	pthread_mutex_unlock(&b->h->ft.lock);
+	return NULL;
+}
+
+static struct bg *bg_start(struct harness *h, int i,
+			   void (*fn)(struct harness *h))
+{
+	struct bg *b = &h->bg[i];
+
+	*b = (struct bg){.h = h, .fn = fn};
+	assert_int_equal(pthread_create(&b->t, NULL, bg_main, b), 0);
+	b->started = true;
+	return b;
+}
+
+static void bg_join(struct bg *b)
+{
+	pthread_join(b->t, NULL);
+	b->started = false;
+}
+
+/* Has it returned within @ms? */
+static bool bg_done(struct bg *b, int ms)
+{
+	struct harness *h = b->h;
+	struct timespec ts;
+	bool done;
+
+	deadline_after(&ts, ms);
+	pthread_mutex_lock(&h->ft.lock);
+	while (!b->done && pthread_cond_timedwait(&h->ft.cond, &h->ft.lock,
+						  &ts) != ETIMEDOUT)
+		;
+	done = b->done;
+	pthread_mutex_unlock(&h->ft.lock);
+	return done;
+}
+
+static void bg_kick0(struct harness *h)
+{
+	kick(h, 0);
+}
+
+static void bg_kick1(struct harness *h)
+{
+	kick(h, 1);
+}
+
+static void bg_quiesce(struct harness *h)
+{
+	h->vd->ops->quiesce(h->vd);
+}
+
+/*
+ * A queue interrupt for a finished request held up in the transport:
+ * quiesce waits for it (it must be out before the state is saved).
+ */
+static void quiesce_waits_for_irq(struct harness *h, int q)
+{
+	struct bg *k, *qs;
+
+	gate_set(h, true);
+	k = bg_start(h, 0, q ? bg_kick1 : bg_kick0);
+	assert_true(wait_gate(h));
+	qs = bg_start(h, 1, bg_quiesce);
+	/* (A correct device never returns here; 200 ms to notice one that
+	 * does.) */
+	assert_false(bg_done(qs, 200));
+	gate_set(h, false);
+	assert_true(bg_done(qs, WAIT_MS));
+	assert_true(bg_done(k, WAIT_MS));
+	bg_join(qs);
+	bg_join(k);
+	assert_true(wait_used(h, q, 1));
+	assert_int_equal(irq_used(h, q), used_idx(&h->ring[q]));
+}
+
+/* A page-aligned buffer (so the write log's pages can be told apart). */
+static uint64_t galloc_page(struct harness *h, uint64_t len)
+{
+	h->next_data = (h->next_data + 4095) & ~4095ULL;
+	return galloc(h, (len + 4095) & ~4095ULL);
+}
+
+/* The device-write log: a bit per 4 KiB page of the test's 16 MiB. */
+#define LOG_WORDS (MEM_SIZE / 4096 / 64)
+
+static void log_take(struct harness *h, uint64_t *map)
+{
+	assert_int_equal(h->mem.nregions, 1);
+	memset(map, 0, LOG_WORDS * sizeof(*map));
+	guest_mem_log_take(&h->mem, 0, map);
+}
+
+static bool logged(const uint64_t *map, uint64_t gpa)
+{
+	uint64_t p = gpa / 4096;
+
+	return map[p / 64] & (1ULL << (p % 64));
+}
+
 static struct vring_used_elem used_elem(struct harness *h, int q, uint16_t i)
 {
 	struct ring *r = &h->ring[q];
@@ -419,7 +642,8 @@ static void blk_start_f(struct harness *h, bool readonly, uint64_t features)
 
 	make_disk(h, DISK_SECTORS * 512ULL);
 	assert_int_equal(
-		virtio_blk_create(&h->blk, &h->mem, h->path, readonly, &e), 0);
+		virtio_blk_create(&h->blk, &h->mem, h->path, readonly, 0, &e),
+		0);
 	start_device(h, virtio_blk_device(h->blk), features);
 }
 
@@ -431,7 +655,8 @@ static void blk_start(struct harness *h, bool readonly)
 
 	make_disk(h, DISK_SECTORS * 512ULL);
 	assert_int_equal(
-		virtio_blk_create(&h->blk, &h->mem, h->path, readonly, &e), 0);
+		virtio_blk_create(&h->blk, &h->mem, h->path, readonly, 0, &e),
+		0);
 	vd = virtio_blk_device(h->blk);
 	start_device(h, vd, vd->ops->features(vd));
 }
@@ -496,7 +721,7 @@ static void test_blk_config_and_features(void **state)
 
 	make_disk(h, DISK_SECTORS * 512ULL);
 	assert_int_equal(
-		virtio_blk_create(&h->blk, &h->mem, h->path, false, &e), 0);
+		virtio_blk_create(&h->blk, &h->mem, h->path, false, 0, &e), 0);
 	vd = virtio_blk_device(h->blk);
 	assert_int_equal(vd->device_id, VIRTIO_ID_BLOCK);
 	assert_int_equal(vd->num_queues, 1);
@@ -537,20 +762,20 @@ static void test_blk_create_errors(void **state)
 
 	assert_int_equal(virtio_blk_create(&b, &h->mem,
 					   "/nonexistent/dvmm-disk.img", false,
-					   &e),
+					   0, &e),
 			 -ENOENT);
 	assert_null(b);
 	assert_non_null(strstr(e.msg, "/nonexistent/dvmm-disk.img"));
 
 	err_clear(&e);
-	assert_true(virtio_blk_create(&b, &h->mem, "/tmp", false, &e) < 0);
-	assert_true(virtio_blk_create(&b, &h->mem, "/tmp", true, &e) < 0);
+	assert_true(virtio_blk_create(&b, &h->mem, "/tmp", false, 0, &e) < 0);
+	assert_true(virtio_blk_create(&b, &h->mem, "/tmp", true, 0, &e) < 0);
 	assert_null(b);
 	assert_true(e.msg[0] != '\0');
 
 	make_disk(h, 1000);
 	err_clear(&e);
-	assert_int_equal(virtio_blk_create(&b, &h->mem, h->path, false, &e),
+	assert_int_equal(virtio_blk_create(&b, &h->mem, h->path, false, 0, &e),
 			 -EINVAL);
 	assert_non_null(strstr(e.msg, "multiple of 512"));
 
@@ -558,7 +783,7 @@ static void test_blk_create_errors(void **state)
 	assert_true(fd >= 0);
 	close(fd);
 	err_clear(&e);
-	assert_int_equal(virtio_blk_create(&b, &h->mem, h->path, false, &e),
+	assert_int_equal(virtio_blk_create(&b, &h->mem, h->path, false, 0, &e),
 			 -EINVAL);
 	assert_non_null(strstr(e.msg, "empty"));
 	assert_null(b);
@@ -967,6 +1192,381 @@ static void test_blk_reset_in_flight(void **state)
 			 BLK_S_OK);
 }
 
+/* ---- virtio-blk and migration ---- */
+
+static void make_image(char *path, size_t cap, uint64_t size)
+{
+	int fd;
+
+	snprintf(path, cap, "/tmp/dvmm-vblk-XXXXXX");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, size), 0);
+	close(fd);
+}
+
+/* Can another open file description take @how (LOCK_EX/LOCK_SH) now? */
+static bool can_lock(const char *path, int how)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	bool ok;
+
+	assert_true(fd >= 0);
+	ok = flock(fd, how | LOCK_NB) == 0;
+	close(fd);
+	return ok;
+}
+
+/*
+ * Quiesce with requests in flight (more than the device has slots, DSYNC
+ * writes: some are in the kernel, some still in the ring): when quiesce
+ * returns, every chain taken is done (status byte, used entry, interrupt)
+ * and kicks take nothing until resume, which serves the rest.
+ */
+static void test_blk_quiesce_in_flight(void **state)
+{
+	struct harness *h = *state;
+	enum { N = 200, SZ = 65536 };
+	uint8_t *status[N + 1];
+	uint16_t taken, used;
+
+	/* No FLUSH: writethrough (slower writes, more in flight). */
+	blk_start_f(h, false, 1ULL << VIRTIO_F_INDIRECT_DESC);
+	for (int i = 0; i < N; i++)
+		status[i] = blk_post(h, BLK_T_OUT, (uint64_t)i * 8 % 1900,
+				     galloc(h, SZ), SZ, true);
+	kick(h, 0);
+	h->vd->ops->quiesce(h->vd);
+
+	taken = last_avail(h, 0);
+	used = used_idx(&h->ring[0]);
+	assert_true(taken >= 1);
+	assert_int_equal(used, taken);
+	assert_int_equal(irq_used(h, 0), used);
+	for (int i = 0; i < used; i++) {
+		struct vring_used_elem u = used_elem(h, 0, i);
+		int k;
+
+		/* Direct heads are 0..N-1 in posting order (INDIRECT). */
+		assert_true(u.id < N);
+		k = u.id;
+		assert_int_equal(*status[k], BLK_S_OK);
+	}
+	h->ring[0].used_seen = used;
+
+	/* Quiesced: a kick takes nothing, not even new chains. */
+	status[N] = blk_post(h, BLK_T_FLUSH, 0, 0, 0, false);
+	kick(h, 0);
+	assert_int_equal(last_avail(h, 0), taken);
+	assert_int_equal(used_idx(&h->ring[0]), used);
+	assert_int_equal(*status[N], 0xee);
+	/* Quiescing again is harmless. */
+	h->vd->ops->quiesce(h->vd);
+
+	h->vd->ops->resume(h->vd);
+	assert_true(wait_used(h, 0, N + 1 - used));
+	for (int i = 0; i <= N; i++)
+		assert_int_equal(*status[i], BLK_S_OK);
+}
+
+static void test_blk_quiesce_waits_for_irq(void **state)
+{
+	struct harness *h = *state;
+
+	blk_start_f(h, false, 1ULL << BLK_F_FLUSH);
+	blk_post(h, BLK_T_FLUSH, 0, 0, 0, false);
+	quiesce_waits_for_irq(h, 0);
+	h->vd->ops->resume(h->vd);
+	assert_int_equal(blk_do(h, BLK_T_FLUSH, 0, 0, 0, NULL), BLK_S_OK);
+}
+
+/* A READ's data pages, its status byte and GET_ID's bytes are logged. */
+static void test_blk_write_log(void **state)
+{
+	struct harness *h = *state;
+	uint64_t map[LOG_WORDS];
+	uint64_t wbuf, rbuf, idbuf, st, hdr;
+	uint8_t *status;
+	struct seg s[4];
+
+	blk_start(h, false);
+	wbuf = galloc_page(h, 3 * 4096);
+	fill_pattern(gptr(h, wbuf, 3 * 4096), 3 * 4096, 21);
+	assert_int_equal(blk_do(h, BLK_T_OUT, 64, wbuf, 3 * 4096, NULL),
+			 BLK_S_OK);
+
+	assert_int_equal(guest_mem_log_start(&h->mem), 0);
+	/* Read 3 pages into two segments: 2 pages here, 1 page there;
+	 * header and status on pages of their own. */
+	rbuf = galloc_page(h, 8 * 4096);
+	memset(gptr(h, rbuf, 8 * 4096), 0, 8 * 4096);
+	hdr = galloc_page(h, 16);
+	memcpy(gptr(h, hdr, 16),
+	       &(struct blk_hdr){.type = BLK_T_IN, .sector = 64}, 16);
+	st = galloc_page(h, 1);
+	status = gptr(h, st, 1);
+	*status = 0xee;
+	s[0] = (struct seg){hdr, 16, false};
+	s[1] = (struct seg){rbuf, 2 * 4096, true};
+	s[2] = (struct seg){rbuf + 5 * 4096, 4096, true};
+	s[3] = (struct seg){st, 1, true};
+	post(h, 0, s, 4, false);
+	kick(h, 0);
+	assert_true(wait_used(h, 0, 1));
+	assert_int_equal(*status, BLK_S_OK);
+	assert_memory_equal(gptr(h, rbuf, 2 * 4096), gptr(h, wbuf, 2 * 4096),
+			    2 * 4096);
+
+	log_take(h, map);
+	assert_true(logged(map, rbuf));
+	assert_true(logged(map, rbuf + 4096));
+	assert_true(logged(map, rbuf + 5 * 4096));
+	assert_true(logged(map, st));
+	assert_true(logged(map, h->ring[0].used_gpa));
+	/* Pages the device did not write. */
+	assert_false(logged(map, rbuf + 2 * 4096));
+	assert_false(logged(map, rbuf + 4 * 4096));
+	assert_false(logged(map, rbuf + 6 * 4096));
+	assert_false(logged(map, hdr));
+	assert_false(logged(map, wbuf));
+
+	/* GET_ID: its bytes and the status. */
+	idbuf = galloc_page(h, 20);
+	assert_int_equal(blk_do(h, BLK_T_GET_ID, 0, idbuf, 20, NULL), BLK_S_OK);
+	log_take(h, map);
+	assert_true(logged(map, idbuf));
+	guest_mem_log_stop(&h->mem);
+}
+
+static long blk_state(struct virtio_device *vd, uint8_t *buf, size_t cap)
+{
+	return vd->ops->save(vd, buf, cap);
+}
+
+/* save/load: the same disk loads; another size or mode is refused. */
+static void test_blk_save_load(void **state)
+{
+	struct harness *h = *state;
+	struct virtio_blk *other = NULL;
+	struct virtio_device *vd, *vo;
+	char path2[64], why[256];
+	uint8_t buf[64], bad[9];
+	struct err e = {0};
+	uint64_t cap;
+	long n;
+
+	make_disk(h, DISK_SECTORS * 512ULL);
+	assert_int_equal(
+		virtio_blk_create(&h->blk, &h->mem, h->path, false, 0, &e), 0);
+	vd = virtio_blk_device(h->blk);
+	assert_non_null(vd->ops->save);
+	assert_int_equal(blk_state(vd, buf, 8), -ENOSPC);
+	n = blk_state(vd, buf, sizeof(buf));
+	assert_int_equal(n, 9);
+	memcpy(&cap, buf, 8);
+	assert_int_equal(le64toh(cap), DISK_SECTORS);
+	assert_int_equal(buf[8], 0);
+
+	/* The same image, as the destination opens it (released). */
+	assert_int_equal(virtio_blk_create(&other, &h->mem, h->path, false,
+					   VIRTIO_CREATE_RELEASED, &e),
+			 0);
+	vo = virtio_blk_device(other);
+	why[0] = '\0';
+	assert_int_equal(vo->ops->load(vo, buf, n, why, sizeof(why)), 0);
+	/* Wrong lengths and a bad flag. */
+	assert_int_equal(vo->ops->load(vo, buf, 8, why, sizeof(why)), -EINVAL);
+	assert_int_equal(vo->ops->load(vo, buf, 10, why, sizeof(why)), -EINVAL);
+	assert_int_equal(vo->ops->load(vo, NULL, 0, why, sizeof(why)), -EINVAL);
+	memcpy(bad, buf, 9);
+	bad[8] = 7;
+	assert_int_equal(vo->ops->load(vo, bad, 9, why, sizeof(why)), -EINVAL);
+	/* A source disk twice as big. */
+	memcpy(bad, buf, 9);
+	cap = htole64(2 * DISK_SECTORS);
+	memcpy(bad, &cap, 8);
+	why[0] = '\0';
+	assert_int_equal(vo->ops->load(vo, bad, 9, why, sizeof(why)), -EINVAL);
+	assert_non_null(strstr(why, "the disk here has 2048 sectors, the "
+				    "source's 4096"));
+	/* Read-only at the source, writable here. */
+	memcpy(bad, buf, 9);
+	bad[8] = 1;
+	why[0] = '\0';
+	assert_int_equal(vo->ops->load(vo, bad, 9, why, sizeof(why)), -EINVAL);
+	assert_non_null(strstr(why, "read-only"));
+	virtio_blk_destroy(other);
+	other = NULL;
+
+	/* Another image of another size refuses this state. */
+	make_image(path2, sizeof(path2), 4 * DISK_SECTORS * 512ULL);
+	assert_int_equal(virtio_blk_create(&other, &h->mem, path2, true, 0, &e),
+			 0);
+	vo = virtio_blk_device(other);
+	why[0] = '\0';
+	assert_int_equal(vo->ops->load(vo, buf, n, why, sizeof(why)), -EINVAL);
+	assert_non_null(strstr(why, "8192 sectors, the source's 2048"));
+	n = blk_state(vo, buf, sizeof(buf));
+	assert_int_equal(n, 9);
+	assert_int_equal(buf[8], 1);
+	virtio_blk_destroy(other);
+	unlink(path2);
+}
+
+/*
+ * release drops the image's lock (another process can take it), acquire
+ * takes it back (and fails like creation while someone else holds it).
+ * Release needs the device quiesced while it runs; a resumed but released
+ * device serves nothing until acquire.
+ */
+static void test_blk_release_acquire(void **state)
+{
+	struct harness *h = *state;
+	char why[256];
+	uint64_t buf;
+	uint8_t *status;
+	int fd;
+
+	blk_start(h, false);
+	assert_false(can_lock(h->path, LOCK_EX));
+	buf = galloc(h, 4096);
+	fill_pattern(gptr(h, buf, 4096), 4096, 33);
+	assert_int_equal(blk_do(h, BLK_T_OUT, 0, buf, 4096, NULL), BLK_S_OK);
+
+	why[0] = '\0';
+	assert_int_equal(h->vd->ops->release(h->vd, why, sizeof(why)), -EBUSY);
+	assert_true(why[0] != '\0');
+	assert_false(can_lock(h->path, LOCK_EX));
+
+	h->vd->ops->quiesce(h->vd);
+	assert_int_equal(h->vd->ops->release(h->vd, why, sizeof(why)), 0);
+	assert_int_equal(h->vd->ops->release(h->vd, why, sizeof(why)), 0);
+	/* Another process takes the image: the data is there. */
+	fd = open(h->path, O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(flock(fd, LOCK_EX | LOCK_NB), 0);
+	{
+		uint8_t file[4096];
+
+		assert_int_equal(pread(fd, file, 4096, 0), 4096);
+		assert_memory_equal(file, gptr(h, buf, 4096), 4096);
+	}
+	/* ... so we cannot take it back. */
+	why[0] = '\0';
+	assert_int_equal(h->vd->ops->acquire(h->vd, why, sizeof(why)), -EBUSY);
+	assert_non_null(strstr(why, "is in use by another process"));
+	assert_non_null(strstr(why, h->path));
+
+	/* Resumed while released: requests wait in the ring. */
+	h->vd->ops->resume(h->vd);
+	status = blk_post(h, BLK_T_IN, 0, galloc(h, 4096), 4096, false);
+	kick(h, 0);
+	assert_int_equal(last_avail(h, 0), h->ring[0].used_seen);
+	assert_int_equal(*status, 0xee);
+
+	close(fd); /* the other process lets go */
+	assert_int_equal(h->vd->ops->acquire(h->vd, why, sizeof(why)), 0);
+	assert_int_equal(h->vd->ops->acquire(h->vd, why, sizeof(why)), 0);
+	assert_true(wait_used(h, 0, 1));
+	assert_int_equal(*status, BLK_S_OK);
+	assert_false(can_lock(h->path, LOCK_EX));
+	assert_int_equal(blk_do(h, BLK_T_FLUSH, 0, 0, 0, NULL), BLK_S_OK);
+}
+
+/*
+ * Created for an incoming migration while the source holds the image:
+ * no lock taken; activated before acquire it serves nothing; acquire
+ * fails while the source holds on, then succeeds and serves.
+ */
+static void test_blk_created_released(void **state)
+{
+	struct harness *h = *state;
+	struct virtio_blk *b = NULL;
+	struct err e = {0};
+	char why[256];
+	uint8_t *status, cfg[8];
+	uint64_t cap;
+	int src;
+
+	make_disk(h, DISK_SECTORS * 512ULL);
+	src = open(h->path, O_RDWR | O_CLOEXEC);
+	assert_true(src >= 0);
+	assert_int_equal(flock(src, LOCK_EX | LOCK_NB), 0);
+	assert_int_equal(virtio_blk_create(&b, &h->mem, h->path, false, 0, &e),
+			 -EBUSY);
+	assert_null(b);
+	assert_int_equal(
+		virtio_blk_create(&b, &h->mem, h->path, false, 0x80, &e),
+		-EINVAL);
+	assert_int_equal(virtio_blk_create(&h->blk, &h->mem, h->path, false,
+					   VIRTIO_CREATE_RELEASED, &e),
+			 0);
+	h->vd = virtio_blk_device(h->blk);
+	h->vd->ops->config_read(h->vd, 0, cfg, 8);
+	memcpy(&cap, cfg, 8);
+	assert_int_equal(cap, DISK_SECTORS);
+
+	start_device(h, h->vd, 1ULL << BLK_F_FLUSH);
+	status = blk_post(h, BLK_T_FLUSH, 0, 0, 0, false);
+	kick(h, 0);
+	assert_int_equal(last_avail(h, 0), 0);
+	why[0] = '\0';
+	assert_int_equal(h->vd->ops->acquire(h->vd, why, sizeof(why)), -EBUSY);
+	assert_non_null(strstr(why, "is in use by another process"));
+	assert_int_equal(*status, 0xee);
+
+	close(src);
+	assert_int_equal(h->vd->ops->acquire(h->vd, why, sizeof(why)), 0);
+	assert_true(wait_used(h, 0, 1));
+	assert_int_equal(*status, BLK_S_OK);
+	assert_false(can_lock(h->path, LOCK_SH));
+}
+
+/*
+ * Every state quiesce, resume, release and reset must cope with: not
+ * activated, quiesced across a reset, destroyed quiesced and released.
+ */
+static void test_blk_migration_states(void **state)
+{
+	struct harness *h = *state;
+	struct virtio_device *vd;
+	struct err e = {0};
+	char why[256];
+	uint8_t *status;
+
+	make_disk(h, DISK_SECTORS * 512ULL);
+	assert_int_equal(
+		virtio_blk_create(&h->blk, &h->mem, h->path, false, 0, &e), 0);
+	vd = virtio_blk_device(h->blk);
+	/* Not activated: all of it works at once. */
+	vd->ops->quiesce(vd);
+	vd->ops->resume(vd);
+	assert_int_equal(vd->ops->release(vd, why, sizeof(why)), 0);
+	assert_true(can_lock(h->path, LOCK_EX));
+	assert_int_equal(vd->ops->acquire(vd, why, sizeof(why)), 0);
+	assert_false(can_lock(h->path, LOCK_SH));
+
+	/* Activated while quiesced: nothing is served until resume. */
+	vd->ops->quiesce(vd);
+	start_device(h, vd, 1ULL << BLK_F_FLUSH);
+	status = blk_post(h, BLK_T_FLUSH, 0, 0, 0, false);
+	kick(h, 0);
+	assert_int_equal(last_avail(h, 0), 0);
+	/* A reset while quiesced; it stays quiesced. */
+	restart_device(h);
+	blk_post(h, BLK_T_FLUSH, 0, 0, 0, false);
+	kick(h, 0);
+	assert_int_equal(last_avail(h, 0), 0);
+	vd->ops->resume(vd);
+	assert_true(wait_used(h, 0, 1));
+	assert_int_equal(last_used(h, 0).len, 1);
+	(void)status;
+
+	/* Left quiesced and released: teardown destroys it. */
+	vd->ops->quiesce(vd);
+	assert_int_equal(vd->ops->release(vd, why, sizeof(why)), 0);
+}
+
 /* ======================================================================
  * virtio-net
  * ====================================================================== */
@@ -984,7 +1584,7 @@ static void net_create_or_skip(struct harness *h, const uint8_t *mac)
 		skip();
 	}
 	close(fd);
-	rc = virtio_net_create(&h->net, &h->mem, NULL, mac, &e);
+	rc = virtio_net_create(&h->net, &h->mem, NULL, mac, 0, &e);
 	if (rc == -EPERM || rc == -EACCES || rc == -ENODEV || rc == -EBADFD) {
 		print_message("cannot create a tap (%s): skipping\n", e.msg);
 		skip();
@@ -1070,7 +1670,7 @@ static void test_net_config(void **state)
 	assert_int_equal(status, 1);
 
 	/* Random MAC: locally administered unicast. */
-	assert_int_equal(virtio_net_create(&n2, &h->mem, NULL, NULL, &e), 0);
+	assert_int_equal(virtio_net_create(&n2, &h->mem, NULL, NULL, 0, &e), 0);
 	vd = virtio_net_device(n2);
 	vd->ops->config_read(vd, 0, cfg, 6);
 	assert_int_equal(cfg[0] & 3, 2);
@@ -1078,12 +1678,12 @@ static void test_net_config(void **state)
 				virtio_net_tap_name(h->net));
 	virtio_net_destroy(n2);
 
-	assert_int_equal(virtio_net_create(&n2, &h->mem, NULL, mcast, &e),
+	assert_int_equal(virtio_net_create(&n2, &h->mem, NULL, mcast, 0, &e),
 			 -EINVAL);
 	assert_null(n2);
 	assert_int_equal(virtio_net_create(&n2, &h->mem,
 					   "a-name-that-is-far-too-long", NULL,
-					   &e),
+					   0, &e),
 			 -EINVAL);
 }
 
@@ -1273,6 +1873,406 @@ static void test_net_rx_short_buffer_needs_reset(void **state)
 	assert_false(virtio_needs_reset(h->vd));
 }
 
+/* ---- virtio-net and migration ---- */
+
+#define NET_STATE_MAX (6 + 256 * 4 + (1u << 20))
+
+struct saved_frame {
+	const uint8_t *p; /* header, then the frame */
+	uint32_t len;
+};
+
+/* Split a saved net state into its frames; returns how many. */
+static int saved_frames(const uint8_t *buf, long n, struct saved_frame *f,
+			int max)
+{
+	long off = 6;
+	int i = 0;
+
+	while (off < n) {
+		uint32_t len;
+
+		assert_true(n - off >= 4);
+		memcpy(&len, buf + off, 4);
+		len = le32toh(len);
+		off += 4;
+		assert_true(len <= n - off);
+		if (i < max)
+			f[i] = (struct saved_frame){buf + off, len};
+		i++;
+		off += len;
+	}
+	assert_int_equal(off, n);
+	return i;
+}
+
+/* Is saved frame @f the test frame @want (header all zero)? */
+static bool saved_is(const struct saved_frame *f, const uint8_t *want,
+		     size_t len)
+{
+	return f->len == NET_HDR + len && !memcmp(f->p + NET_HDR, want, len);
+}
+
+/*
+ * Save until the frames sent to the tap are all in (the host may take a
+ * moment to queue them): save keeps what it took from the tap, so each
+ * call returns everything so far.
+ */
+static long save_until(struct harness *h, uint8_t *buf, const uint8_t *f1,
+		       size_t l1, const uint8_t *f2, size_t l2)
+{
+	struct timespec ts, now, ms = {0, 1000000};
+
+	deadline_after(&ts, WAIT_MS);
+	for (;;) {
+		struct saved_frame f[16];
+		long n = h->vd->ops->save(h->vd, buf, NET_STATE_MAX);
+		int cnt, got = 0;
+
+		assert_true(n >= 6);
+		cnt = saved_frames(buf, n, f, 16);
+		for (int i = 0; i < cnt && i < 16; i++)
+			got |= (saved_is(&f[i], f1, l1) ? 1 : 0) |
+			       (saved_is(&f[i], f2, l2) ? 2 : 0);
+		if (got == 3)
+			return n;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec > ts.tv_sec ||
+		    (now.tv_sec == ts.tv_sec && now.tv_nsec >= ts.tv_nsec))
+			fail_msg("the frames never reached the tap");
+		nanosleep(&ms, NULL);
+	}
+}
+
+/*
+ * Source side: quiesce gives back the receive buffer the RX thread held;
+ * frames that arrive meanwhile stay in the tap; save takes them (MAC
+ * first); if the migration fails, resume delivers them here. Destination
+ * side: a device created released without mac= takes the MAC and the
+ * frames, acquires a tap of its own and delivers them (logged) before
+ * anything else.
+ */
+static void test_net_save_load_frames(void **state)
+{
+	struct harness *h = *state;
+	uint8_t *buf = malloc(NET_STATE_MAX), f1[100], f2[300], cfg[6];
+	struct saved_frame f[16];
+	uint64_t map[LOG_WORDS], b0, b1, b2;
+	struct err e = {0};
+	struct virtio_net_stats st;
+	char why[256], name_a[IFNAMSIZ];
+	uint16_t used;
+	long n;
+	int cnt, i1 = -1, i2 = -1;
+
+	assert_non_null(buf);
+	net_create_or_skip(h, test_mac);
+	snprintf(name_a, sizeof(name_a), "%s", virtio_net_tap_name(h->net));
+	tap_up(name_a);
+	h->pkt = packet_socket(name_a);
+	start_device(h, virtio_net_device(h->net),
+		     (1ULL << NET_F_MAC) | (1ULL << NET_F_STATUS));
+	b0 = post_rx_buf(h, NET_HDR + 1514, false);
+	kick(h, 0);
+	assert_true(wait_popped(h, 0, 1));
+
+	h->vd->ops->quiesce(h->vd);
+	used = used_idx(&h->ring[0]);
+	assert_int_equal(last_avail(h, 0), used); /* given back */
+	assert_int_equal(irq_used(h, 0), used);
+	h->ring[0].used_seen = used;
+
+	make_frame(f1, test_mac, host_mac, "dvmm migrates 1", sizeof(f1));
+	make_frame(f2, test_mac, host_mac, "dvmm migrates 2", sizeof(f2));
+	pkt_send(h, f1, sizeof(f1));
+	pkt_send(h, f2, sizeof(f2));
+	n = save_until(h, buf, f1, sizeof(f1), f2, sizeof(f2));
+	assert_memory_equal(buf, test_mac, 6);
+	cnt = saved_frames(buf, n, f, 16);
+	for (int i = 0; i < cnt && i < 16; i++) {
+		if (saved_is(&f[i], f1, sizeof(f1)))
+			i1 = i;
+		if (saved_is(&f[i], f2, sizeof(f2)))
+			i2 = i;
+	}
+	assert_true(i1 >= 0 && i2 > i1);
+	assert_int_equal(used_idx(&h->ring[0]), used); /* nothing delivered */
+	assert_int_equal(h->vd->ops->save(h->vd, buf, 6), -ENOSPC);
+
+	/* The migration fails: the frames go to the guest here. */
+	h->vd->ops->resume(h->vd);
+	rx_expect(h, b0, f1, sizeof(f1));
+	b1 = post_rx_buf(h, NET_HDR + 1514, false);
+	kick(h, 0);
+	rx_expect(h, b1, f2, sizeof(f2));
+
+	/* The destination: released, no mac=, no tap yet. */
+	stop_device(h);
+	virtio_net_destroy(h->net);
+	h->net = NULL;
+	close(h->pkt);
+	h->pkt = -1;
+	assert_int_equal(virtio_net_create(&h->net, &h->mem, NULL, NULL,
+					   VIRTIO_CREATE_RELEASED, &e),
+			 0);
+	assert_string_equal(virtio_net_tap_name(h->net), "");
+	h->vd = virtio_net_device(h->net);
+	why[0] = '\0';
+	assert_int_equal(h->vd->ops->load(h->vd, buf, n, why, sizeof(why)), 0);
+	h->vd->ops->config_read(h->vd, 0, cfg, 6);
+	assert_memory_equal(cfg, test_mac, 6);
+	assert_int_equal(h->vd->ops->acquire(h->vd, why, sizeof(why)), 0);
+	assert_int_equal(strncmp(virtio_net_tap_name(h->net), "dvmmtap", 7), 0);
+
+	assert_int_equal(guest_mem_log_start(&h->mem), 0);
+	start_device(h, h->vd, (1ULL << NET_F_MAC) | (1ULL << NET_F_STATUS));
+	b2 = post_rx_buf(h, NET_HDR + 1514, false);
+	kick(h, 0);
+	rx_expect(h, b2, f1, sizeof(f1));
+	log_take(h, map);
+	assert_true(logged(map, b2));
+	assert_true(logged(map, b2 + NET_HDR + sizeof(f1) - 1));
+	b2 = post_rx_buf(h, NET_HDR + 1514, false);
+	kick(h, 0);
+	rx_expect(h, b2, f2, sizeof(f2));
+	log_take(h, map);
+	assert_true(logged(map, b2 + NET_HDR + sizeof(f2) - 1));
+	guest_mem_log_stop(&h->mem);
+	virtio_net_get_stats(h->net, &st);
+	assert_true(st.rx_packets >= 2);
+	free(buf);
+}
+
+/* A TX pass still interrupting the driver holds quiesce up. */
+static void test_net_quiesce_waits_for_tx_irq(void **state)
+{
+	struct harness *h = *state;
+	uint8_t frame[64];
+	uint64_t body;
+	struct seg s;
+
+	net_create_or_skip(h, test_mac);
+	start_device(h, virtio_net_device(h->net),
+		     (1ULL << NET_F_MAC) | (1ULL << NET_F_STATUS));
+	make_frame(frame, bcast, test_mac, "dvmm tx irq", sizeof(frame));
+	body = galloc(h, NET_HDR + sizeof(frame));
+	memset(gptr(h, body, NET_HDR), 0, NET_HDR);
+	memcpy(gptr(h, body + NET_HDR, sizeof(frame)), frame, sizeof(frame));
+	s = (struct seg){body, NET_HDR + sizeof(frame), false};
+	post(h, 1, &s, 1, false);
+	quiesce_waits_for_irq(h, 1);
+	/* Quiesced: TX takes nothing. */
+	post(h, 1, &s, 1, false);
+	kick(h, 1);
+	assert_int_equal(last_avail(h, 1), 1);
+	h->vd->ops->resume(h->vd);
+	assert_true(wait_used(h, 1, 1));
+}
+
+/* Append a frame record of @len bytes (@fill) to a state at *off. */
+static void put_frame(uint8_t *buf, size_t *off, uint32_t len, uint8_t fill)
+{
+	uint32_t le = htole32(len);
+
+	memcpy(buf + *off, &le, 4);
+	memset(buf + *off + 4, 0, NET_HDR);
+	memset(buf + *off + 4 + NET_HDR, fill, len - NET_HDR);
+	*off += 4 + len;
+}
+
+/*
+ * load checks what comes from the network: the MAC, every length, the
+ * limits (frames beyond them are dropped and counted). A refused load
+ * changes nothing. Needs no tap: the device is created released, and a
+ * released device delivers its backlog all the same.
+ */
+static void test_net_load_checks(void **state)
+{
+	struct harness *h = *state;
+	static const uint8_t mac2[6] = {0x52, 0x54, 0x00, 0xab, 0xcd, 0xef};
+	uint8_t *buf = malloc(2u << 20), *out;
+	struct virtio_net_stats st;
+	struct saved_frame f[4];
+	struct err e = {0};
+	char why[256];
+	uint8_t cfg[6];
+	uint32_t le;
+	size_t off;
+	long n;
+
+	assert_non_null(buf);
+	out = malloc(NET_STATE_MAX);
+	assert_non_null(out);
+	assert_int_equal(virtio_net_create(&h->net, &h->mem, "dvmmtst0",
+					   test_mac, VIRTIO_CREATE_RELEASED,
+					   &e),
+			 0);
+	assert_string_equal(virtio_net_tap_name(h->net), "dvmmtst0");
+	h->vd = virtio_net_device(h->net);
+#define LOAD(p, len) h->vd->ops->load(h->vd, (p), (len), why, sizeof(why))
+	memcpy(buf, mac2, 6);
+	assert_int_equal(LOAD(buf, 0), -EINVAL);
+	assert_int_equal(LOAD(buf, 5), -EINVAL);
+	buf[0] = 0x01; /* multicast */
+	why[0] = '\0';
+	assert_int_equal(LOAD(buf, 6), -EINVAL);
+	assert_non_null(strstr(why, "unicast"));
+	memset(buf, 0, 6);
+	assert_int_equal(LOAD(buf, 6), -EINVAL);
+	memcpy(buf, mac2, 6);
+	/* A length cut short. */
+	memset(buf + 6, 0, 3);
+	assert_int_equal(LOAD(buf, 9), -EINVAL);
+	/* Too short, too long, longer than what is left. */
+	le = htole32(0);
+	memcpy(buf + 6, &le, 4);
+	assert_int_equal(LOAD(buf, 10), -EINVAL);
+	le = htole32(NET_HDR - 1);
+	memcpy(buf + 6, &le, 4);
+	assert_int_equal(LOAD(buf, 10 + NET_HDR - 1), -EINVAL);
+	le = htole32(65536 + 257);
+	memcpy(buf + 6, &le, 4);
+	assert_int_equal(LOAD(buf, 10 + 65536 + 257), -EINVAL);
+	le = htole32(0xffffffffu);
+	memcpy(buf + 6, &le, 4);
+	assert_int_equal(LOAD(buf, 10 + 100), -EINVAL);
+	le = htole32(100);
+	memcpy(buf + 6, &le, 4);
+	why[0] = '\0';
+	assert_int_equal(LOAD(buf, 10 + 50), -EINVAL);
+	assert_true(why[0] != '\0');
+	/* A good frame followed by a bad one: all refused. */
+	off = 6;
+	put_frame(buf, &off, 60, 0x11);
+	le = htole32(7);
+	memcpy(buf + off, &le, 4);
+	assert_int_equal(LOAD(buf, off + 4 + 7), -EINVAL);
+	/* Nothing of the above changed anything. */
+	h->vd->ops->config_read(h->vd, 0, cfg, 6);
+	assert_memory_equal(cfg, test_mac, 6);
+	n = h->vd->ops->save(h->vd, out, NET_STATE_MAX);
+	assert_int_equal(n, 6);
+
+	/* 300 frames: 256 are kept, 44 dropped and counted. */
+	off = 6;
+	for (int i = 0; i < 300; i++)
+		put_frame(buf, &off, NET_HDR + 20, (uint8_t)i);
+	assert_int_equal(LOAD(buf, off), 0);
+	h->vd->ops->config_read(h->vd, 0, cfg, 6);
+	assert_memory_equal(cfg, mac2, 6);
+	virtio_net_get_stats(h->net, &st);
+	assert_int_equal(st.rx_dropped, 44);
+	n = h->vd->ops->save(h->vd, out, NET_STATE_MAX);
+	assert_int_equal(n, 6 + 256 * (4 + NET_HDR + 20));
+	assert_int_equal(saved_frames(out, n, f, 4), 256);
+	assert_int_equal(f[3].p[NET_HDR], 3);
+
+	/* 1 MiB at most: of 20 frames of 60000 bytes, 17 fit. */
+	off = 6;
+	for (int i = 0; i < 20; i++)
+		put_frame(buf, &off, 60000, (uint8_t)i);
+	assert_int_equal(LOAD(buf, off), 0);
+	virtio_net_get_stats(h->net, &st);
+	assert_int_equal(st.rx_dropped, 44 + 3);
+	n = h->vd->ops->save(h->vd, out, NET_STATE_MAX);
+	assert_int_equal(n, 6 + 17 * (4 + 60000));
+
+	/* Two frames, delivered by the released device once it runs. */
+	off = 6;
+	put_frame(buf, &off, NET_HDR + 64, 0xa1);
+	put_frame(buf, &off, NET_HDR + 2000, 0xa2);
+	assert_int_equal(LOAD(buf, off), 0);
+	start_device(h, h->vd, (1ULL << NET_F_MAC) | (1ULL << NET_F_STATUS));
+	/* Running (not quiesced): no load, no release. */
+	assert_int_equal(LOAD(buf, off), -EBUSY);
+	assert_int_equal(h->vd->ops->release(h->vd, why, sizeof(why)), -EBUSY);
+	{
+		uint64_t small = post_rx_buf(h, NET_HDR + 100, false);
+		uint16_t big_head = h->ring[0].next_desc;
+		uint64_t big = post_rx_buf(h, NET_HDR + 1514, false);
+		uint8_t expect[1000];
+
+		kick(h, 0);
+		assert_true(wait_used(h, 0, 1));
+		assert_int_equal(last_used(h, 0).len, NET_HDR + 64);
+		memset(expect, 0xa1, 64);
+		assert_memory_equal(gptr(h, small + NET_HDR, 64), expect, 64);
+		/* 2000 bytes do not fit 1514: dropped, the buffer kept (the
+		 * thread looks at a pause only after dealing with a frame). */
+		assert_true(wait_popped(h, 0, 2));
+		h->vd->ops->quiesce(h->vd);
+		assert_int_equal(last_avail(h, 0), 1); /* big given back */
+		assert_int_equal(used_idx(&h->ring[0]), 1);
+		virtio_net_get_stats(h->net, &st);
+		assert_int_equal(st.rx_dropped, 44 + 3 + 1);
+		/* Quiesced: load works (and replaces the backlog). */
+		off = 6;
+		put_frame(buf, &off, NET_HDR + 1000, 0xa3);
+		assert_int_equal(LOAD(buf, off), 0);
+		h->vd->ops->resume(h->vd);
+		assert_true(wait_used(h, 0, 1));
+		assert_int_equal(last_used(h, 0).len, NET_HDR + 1000);
+		assert_int_equal(last_used(h, 0).id, big_head);
+		memset(expect, 0xa3, 1000);
+		assert_memory_equal(gptr(h, big + NET_HDR, 1000), expect, 1000);
+	}
+#undef LOAD
+	free(out);
+	free(buf);
+}
+
+/*
+ * release closes the tap (ours vanishes); transmitted frames wait in the
+ * ring while released; acquire makes a new tap and sends them.
+ */
+static void test_net_release_acquire(void **state)
+{
+	struct harness *h = *state;
+	char why[256], name1[IFNAMSIZ], name2[IFNAMSIZ];
+	struct virtio_net_stats st;
+	uint8_t frame[64], rx[80];
+	uint64_t body, b;
+	struct seg s[2];
+
+	net_create_or_skip(h, test_mac);
+	snprintf(name1, sizeof(name1), "%s", virtio_net_tap_name(h->net));
+	start_device(h, virtio_net_device(h->net),
+		     (1ULL << NET_F_MAC) | (1ULL << NET_F_STATUS));
+	assert_true(if_nametoindex(name1) > 0);
+	assert_int_equal(h->vd->ops->release(h->vd, why, sizeof(why)), -EBUSY);
+	h->vd->ops->quiesce(h->vd);
+	assert_int_equal(h->vd->ops->release(h->vd, why, sizeof(why)), 0);
+	assert_int_equal(if_nametoindex(name1), 0);
+	assert_int_equal(h->vd->ops->release(h->vd, why, sizeof(why)), 0);
+
+	/* Resumed but released: TX leaves the ring alone. */
+	h->vd->ops->resume(h->vd);
+	make_frame(frame, bcast, test_mac, "dvmm after acquire", sizeof(frame));
+	body = galloc(h, NET_HDR + sizeof(frame));
+	memset(gptr(h, body, NET_HDR), 0, NET_HDR);
+	memcpy(gptr(h, body + NET_HDR, sizeof(frame)), frame, sizeof(frame));
+	s[0] = (struct seg){body, NET_HDR + sizeof(frame), false};
+	post(h, 1, s, 1, false);
+	kick(h, 1);
+	assert_int_equal(last_avail(h, 1), 0);
+
+	assert_int_equal(h->vd->ops->acquire(h->vd, why, sizeof(why)), 0);
+	snprintf(name2, sizeof(name2), "%s", virtio_net_tap_name(h->net));
+	assert_true(if_nametoindex(name2) > 0);
+	assert_true(wait_used(h, 1, 1));
+	virtio_net_get_stats(h->net, &st);
+	assert_int_equal(st.tx_packets + st.tx_dropped, 1);
+
+	/* RX works on the new tap. */
+	tap_up(name2);
+	h->pkt = packet_socket(name2);
+	b = post_rx_buf(h, NET_HDR + 1514, false);
+	kick(h, 0);
+	make_frame(rx, test_mac, host_mac, "dvmm new tap", sizeof(rx));
+	pkt_send(h, rx, sizeof(rx));
+	rx_expect(h, b, rx, sizeof(rx));
+}
+
 /* ======================================================================
  * virtio-console
  * ====================================================================== */
@@ -1412,6 +2412,129 @@ static void test_console_rx(void **state)
 	assert_memory_equal(gptr(h, b, 4), "xyz!", 4);
 }
 
+/*
+ * Quiesce parks the worker: the receive buffer it held goes back, input
+ * and output wait; resume serves both. Input bytes are logged.
+ */
+static void test_console_quiesce(void **state)
+{
+	struct harness *h = *state;
+	uint64_t map[LOG_WORDS], b, t;
+	struct seg s;
+	char got[5];
+
+	con_start(h, true);
+	assert_int_equal(guest_mem_log_start(&h->mem), 0);
+	b = galloc_page(h, 64);
+	s = (struct seg){b, 64, true};
+	post(h, 0, &s, 1, false);
+	kick(h, 0);
+	assert_true(wait_popped(h, 0, 1));
+	h->vd->ops->quiesce(h->vd);
+	assert_int_equal(last_avail(h, 0), 0);
+
+	assert_int_equal(write(h->fds[3], "abc", 3), 3);
+	t = galloc(h, 5);
+	memcpy(gptr(h, t, 5), "hello", 5);
+	s = (struct seg){t, 5, false};
+	post(h, 1, &s, 1, false);
+	kick(h, 1);
+	assert_int_equal(used_idx(&h->ring[0]), 0);
+	assert_int_equal(last_avail(h, 1), 0);
+
+	h->vd->ops->resume(h->vd);
+	assert_true(wait_used(h, 0, 1));
+	assert_int_equal(last_used(h, 0).len, 3);
+	assert_memory_equal(gptr(h, b, 3), "abc", 3);
+	assert_true(wait_used(h, 1, 1));
+	read_exact(h->fds[0], got, 5);
+	assert_memory_equal(got, "hello", 5);
+	log_take(h, map);
+	assert_true(logged(map, b));
+	guest_mem_log_stop(&h->mem);
+}
+
+/*
+ * Output stuck on a full pipe does not hold quiesce up: the chain goes
+ * back to the driver unfinished; resumed here, the worker goes on where it
+ * stopped (nothing written twice, nothing lost).
+ */
+static void test_console_quiesce_stuck_output(void **state)
+{
+	struct harness *h = *state;
+	enum { LEN = 200 * 1024, FIRST = 10000 };
+	uint8_t junk[4096], *got = malloc(LEN);
+	size_t junk_len = 0;
+	uint64_t buf;
+	struct pollfd pf;
+	struct seg s;
+	int fl;
+
+	assert_non_null(got);
+	con_start(h, false);
+	fl = fcntl(h->fds[1], F_GETFL);
+	assert_int_equal(fcntl(h->fds[1], F_SETFL, fl | O_NONBLOCK), 0);
+	memset(junk, 'x', sizeof(junk));
+	for (;;) {
+		ssize_t w = write(h->fds[1], junk, sizeof(junk));
+
+		if (w <= 0)
+			break;
+		junk_len += w;
+	}
+	assert_int_equal(errno, EAGAIN);
+	assert_int_equal(fcntl(h->fds[1], F_SETFL, fl), 0);
+
+	buf = galloc(h, LEN);
+	fill_pattern(gptr(h, buf, LEN), LEN, 17);
+	s = (struct seg){buf, LEN, false};
+	post(h, 1, &s, 1, false);
+	kick(h, 1);
+	assert_true(wait_popped(h, 1, 1));
+	/* Stuck: quiesce returns anyway, the chain is the driver's. */
+	h->vd->ops->quiesce(h->vd);
+	assert_int_equal(last_avail(h, 1), 0);
+	assert_int_equal(used_idx(&h->ring[1]), 0);
+
+	/* Let some of it out, then stop it midway. */
+	h->vd->ops->resume(h->vd);
+	while (junk_len) {
+		size_t n = junk_len < sizeof(junk) ? junk_len : sizeof(junk);
+
+		read_exact(h->fds[0], junk, n);
+		junk_len -= n;
+	}
+	read_exact(h->fds[0], got, FIRST);
+	h->vd->ops->quiesce(h->vd);
+	assert_int_equal(last_avail(h, 1), 0);
+	assert_int_equal(used_idx(&h->ring[1]), 0);
+	/* What it wrote before parking is in the pipe; then nothing. */
+	{
+		size_t n = FIRST;
+
+		pf = (struct pollfd){.fd = h->fds[0], .events = POLLIN};
+		fl = fcntl(h->fds[0], F_GETFL);
+		assert_int_equal(fcntl(h->fds[0], F_SETFL, fl | O_NONBLOCK), 0);
+		for (;;) {
+			ssize_t r = read(h->fds[0], got + n, LEN - n);
+
+			if (r <= 0)
+				break;
+			n += r;
+		}
+		assert_int_equal(errno, EAGAIN);
+		assert_int_equal(fcntl(h->fds[0], F_SETFL, fl), 0);
+		assert_true(n < LEN);
+		h->vd->ops->resume(h->vd);
+		read_exact(h->fds[0], got + n, LEN - n);
+	}
+	assert_memory_equal(got, gptr(h, buf, LEN), LEN);
+	assert_true(wait_used(h, 1, 1));
+	pf.revents = 0;
+	assert_int_equal(poll(&pf, 1, 0), 0); /* nothing written twice */
+	free(got);
+}
+
 /* ======================================================================
  * virtio-rng
  * ====================================================================== */
@@ -1493,6 +2616,81 @@ static void test_rng_readonly_buffer_needs_reset(void **state)
 	assert_int_equal(last_used(h, 0).len, 16);
 }
 
+/* Quiesced, nothing is served; resume serves; the bytes are logged. */
+static void test_rng_quiesce(void **state)
+{
+	struct harness *h = *state;
+	uint64_t map[LOG_WORDS], b;
+	struct seg s;
+
+	rng_start(h);
+	assert_int_equal(guest_mem_log_start(&h->mem), 0);
+	h->vd->ops->quiesce(h->vd);
+	b = galloc_page(h, 64);
+	memset(gptr(h, b, 64), 0, 64);
+	s = (struct seg){b, 64, true};
+	post(h, 0, &s, 1, false);
+	kick(h, 0);
+	assert_int_equal(last_avail(h, 0), 0);
+	assert_true(all_zero(gptr(h, b, 64), 64));
+	h->vd->ops->resume(h->vd);
+	assert_true(wait_used(h, 0, 1));
+	assert_int_equal(last_used(h, 0).len, 64);
+	assert_false(all_zero(gptr(h, b, 64), 64));
+	log_take(h, map);
+	assert_true(logged(map, b));
+	guest_mem_log_stop(&h->mem);
+}
+
+/* Console, rng and a released net device: quiesce before activation,
+ * activation while quiesced, destroy while quiesced. */
+static void test_quiesce_not_activated(void **state)
+{
+	struct harness *h = *state;
+	struct err e = {0};
+	struct virtio_device *vd;
+	int out[2];
+	struct seg s;
+
+	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+	h->fds[0] = out[0];
+	h->fds[1] = out[1];
+	assert_int_equal(
+		virtio_console_create(&h->con, &h->mem, out[1], -1, &e), 0);
+	vd = virtio_console_device(h->con);
+	vd->ops->quiesce(vd);
+	vd->ops->resume(vd);
+	vd->ops->quiesce(vd);
+	start_device(h, vd, 0);
+	s = (struct seg){galloc(h, 4), 4, false};
+	memcpy(gptr(h, s.gpa, 4), "late", 4);
+	post(h, 1, &s, 1, false);
+	kick(h, 1);
+	vd->ops->resume(vd);
+	assert_true(wait_used(h, 1, 1));
+	vd->ops->quiesce(vd);
+	stop_device(h);
+
+	assert_int_equal(virtio_rng_create(&h->rng, &h->mem, &e), 0);
+	vd = virtio_rng_device(h->rng);
+	vd->ops->quiesce(vd);
+	vd->ops->resume(vd);
+	vd->ops->quiesce(vd); /* destroyed so by teardown */
+
+	assert_int_equal(virtio_net_create(&h->net, &h->mem, NULL, NULL,
+					   VIRTIO_CREATE_RELEASED, &e),
+			 0);
+	vd = virtio_net_device(h->net);
+	vd->ops->quiesce(vd);
+	vd->ops->resume(vd);
+	vd->ops->quiesce(vd);
+	assert_int_equal(vd->ops->release(vd, NULL, 0), 0);
+	h->vd = vd;
+	start_device(h, vd, 1ULL << NET_F_MAC);
+	/* Reset while quiesced and released, then destroyed by teardown. */
+	stop_device(h);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1510,16 +2708,31 @@ int main(void)
 		T(test_blk_writethrough_without_flush),
 		T(test_blk_discard),
 		T(test_blk_reset_in_flight),
+		T(test_blk_quiesce_in_flight),
+		T(test_blk_quiesce_waits_for_irq),
+		T(test_blk_write_log),
+		T(test_blk_save_load),
+		T(test_blk_release_acquire),
+		T(test_blk_created_released),
+		T(test_blk_migration_states),
 		T(test_net_config),
 		T(test_net_tx),
 		T(test_net_rx),
 		T(test_net_rx_short_buffer_needs_reset),
+		T(test_net_save_load_frames),
+		T(test_net_quiesce_waits_for_tx_irq),
+		T(test_net_load_checks),
+		T(test_net_release_acquire),
 		T(test_console_tx),
 		T(test_console_tx_large),
 		T(test_console_reset_while_blocked),
 		T(test_console_rx),
+		T(test_console_quiesce),
+		T(test_console_quiesce_stuck_output),
 		T(test_rng),
 		T(test_rng_readonly_buffer_needs_reset),
+		T(test_rng_quiesce),
+		T(test_quiesce_not_activated),
 	};
 
 	log_set_level(LOG_ERR);
