@@ -661,6 +661,11 @@ static int precopy(struct conn *c, struct vm *vm, const struct migrate_opts *o,
 		int64_t n = dirty_collect(d, vm);
 		uint64_t now = clock_mono_ns();
 
+		if (vm_get_state(vm) == VM_STOPPING) {
+			rc = -ECANCELED; /* the guest ended, or dvmm does */
+			break;
+		}
+
 		if (n < 0) {
 			rc = (int)n;
 			break;
@@ -846,11 +851,21 @@ int migrate_send(struct machine *pc, const char *uri,
 	}
 	if (!rc) {
 		tp = clock_mono_ns();
-		paused = vm_pause(vm) == 0;
+		rc = vm_pause(vm);
+		paused = rc == 0;
+		if (rc == -EALREADY)
+			rc = 0; /* paused by its user: it moves paused */
+		else if (rc)
+			rc = err_set(e, rc,
+				     "the VM stopped before it could move");
+	}
+	if (!rc) {
 		devstate_quiesce(pc);
 		progress_phase(p, MIGRATE_STOPPED);
 		rc = send_final(&c, pc, &d, p, e);
 	}
+	if (rc == -ECANCELED && !e->code)
+		err_set(e, rc, "the VM stopped before it could move");
 	if (rc && !e->code)
 		err_set(e, rc, "sending to %s: %s", uri, strerror(-rc));
 	if (!rc)

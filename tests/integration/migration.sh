@@ -240,7 +240,7 @@ t_migrate_udp() {
 # every page as it left it.
 t_migrate_dirty_rate() {
 	mig_start "" "" 127.0.0.1 --memory 256M --kernel "$GUEST" \
-		--cmdline "tests=dirty dirty_mb=64 dirty_rate=100 dirty_secs=5"
+		--cmdline "tests=dirty dirty_mb=64 dirty_rate=100 dirty_secs=8"
 	wait_for "grep -q '^INFO cpus' $TMP/out" 60 "the guest" || return 1
 	mig_move || return 1
 	grep -q '"rounds": [1-9]' "$TMP/m" ||
@@ -253,7 +253,7 @@ t_migrate_dirty_rate() {
 # shows the pre-copy on the way.
 t_migrate_dirty_converge() {
 	mig_start "" "" 127.0.0.1 --memory 256M --kernel "$GUEST" \
-		--cmdline "tests=dirty dirty_mb=64 dirty_secs=8"
+		--cmdline "tests=dirty dirty_mb=64 dirty_secs=20"
 	wait_for "grep -q '^INFO cpus' $TMP/out" 60 "the guest" || return 1
 	"$DVMM" ctl "$TMP/src.sock" migrate "$MIG_URI" --bandwidth 200 \
 		--downtime 30 >"$TMP/m" 2>&1 &
@@ -279,6 +279,7 @@ t_migrate_dest_killed() {
 	wait_for "$DVMM ctl $TMP/src.sock migrate-status 2>/dev/null | grep -q '\"status\": \"pre-copy\"'" \
 		30 "the pre-copy" || return 1
 	kill -KILL "$dst"
+	wait "$dst" 2>/dev/null
 	! wait "$ctl" || fail "the migration succeeded" || return 1
 	grep -q 'cannot migrate the VM' "$TMP/m" ||
 		fail "reason: $(tail -2 "$TMP/m")" || return 1
