@@ -122,8 +122,7 @@ static uint64_t wlog_words(const struct guest_mem *m)
 	return (m->ram_size / WLOG_PAGE + 63) / 64;
 }
 
-void guest_mem_log_write(const struct guest_mem *m, const void *hva,
-			 size_t len)
+void guest_mem_log_write(const struct guest_mem *m, const void *hva, size_t len)
 {
 	uint64_t *log = __atomic_load_n(&m->wlog, __ATOMIC_ACQUIRE);
 	uint64_t off, first, last;

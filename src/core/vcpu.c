@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/dirty_ring.h"
 #include "core/vcpu.h"
 #include "util/log.h"
 
@@ -137,6 +138,14 @@ static bool handle_exit(struct vcpu *v)
 	case KVM_EXIT_IO:
 		count_exit(v, VCPU_EXIT_IO);
 		handle_io(v);
+		return true;
+	case KVM_EXIT_DIRTY_RING_FULL:
+		count_exit(v, VCPU_EXIT_OTHER);
+		if (dirty_ring_harvest(v->vm)) {
+			vcpu_fail(v, "cannot harvest the dirty ring",
+				  run->exit_reason);
+			return false;
+		}
 		return true;
 	case KVM_EXIT_MMIO:
 		count_exit(v, VCPU_EXIT_MMIO);

@@ -15,6 +15,7 @@
 #include "core/cpuid.h"
 #include "core/kvm.h"
 #include "core/vcpu.h"
+#include "core/dirty_ring.h"
 #include "core/vm.h"
 #include "machine/layout.h"
 #include "util/log.h"
@@ -220,6 +221,8 @@ static int create_vcpu(struct vm *vm, struct vcpu *v, int id, struct err *e)
 		return err_set(e, -errno, "mmap of vCPU %d run area: %s", id,
 			       strerror(errno));
 	}
+	if (vm->rings && (rc = dirty_ring_map(vm, v, e)))
+		return rc;
 	cpuid = cpuid_for_vcpu(vm->cpuid, id, vm->ncpus);
 	if (!cpuid)
 		return err_set(e, -ENOMEM, "out of memory for CPUID");
@@ -307,6 +310,8 @@ static int create_vcpus(struct vm *vm, const struct vm_config *cfg,
 	if (vm->run_size <= 0)
 		return err_set(e, -EIO, "KVM_GET_VCPU_MMAP_SIZE failed");
 	rc = cpuid_get_supported(vm->kvm_fd, &vm->cpuid, e);
+	if (!rc && cfg->dirty_ring)
+		rc = dirty_ring_enable(vm, cfg->dirty_ring, e);
 	for (int i = 0; !rc && i < vm->ncpus; i++) {
 		rc = create_vcpu(vm, &vm->vcpus[i], i, e);
 		vm->vcpus[i].local =
@@ -381,6 +386,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct err *e)
 void vm_destroy(struct vm *vm)
 {
 	vm_set_throttle(vm, 0);
+	dirty_ring_free(vm);
 	for (int i = 0; vm->vcpus && i < vm->ncpus; i++) {
 		struct vcpu *v = &vm->vcpus[i];
 
@@ -568,8 +574,8 @@ int vm_set_throttle(struct vm *vm, int pct)
 		vm->throttle_thread_up = false;
 	}
 	if (pct && !vm->throttle_thread_up) {
-		rc = pthread_create(&vm->throttle_thread, NULL,
-				    throttle_ticker, vm);
+		rc = pthread_create(&vm->throttle_thread, NULL, throttle_ticker,
+				    vm);
 		if (rc) {
 			atomic_store(&vm->throttle_pct, 0);
 			return -rc;

@@ -82,6 +82,8 @@ struct vcpu {
 	pthread_cond_t wcond;
 	bool wake;
 	uint64_t throttle_from; /* vm_set_throttle: running since (ns) */
+	struct kvm_dirty_gfn *ring; /* core/dirty_ring.c, NULL: none */
+	uint32_t ring_fetch;
 };
 
 enum vm_state { VM_CREATED, VM_RUNNING, VM_PAUSED, VM_STOPPING };
@@ -118,6 +120,7 @@ struct vm_config {
 	bool set_tsc_offset;
 	int64_t tsc_offset;  /* KVM TSC offset of every vCPU */
 	uint64_t local_cpus; /* the vCPUs this process runs (bit per id) */
+	uint32_t dirty_ring; /* entries per vCPU; 0: the dirty bitmap */
 };
 
 struct vm {
@@ -145,6 +148,7 @@ struct vm {
 	_Atomic int64_t tsc_target;
 	_Atomic bool tsc_managed;
 	struct vcpu_irq_hooks uchip; /* set before vm_start if user_irqchip */
+	struct dirty_rings *rings;   /* core/dirty_ring.c; NULL: bitmap */
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* state changes, parked vCPUs */

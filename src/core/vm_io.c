@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "core/dirty_ring.h"
 #include "core/vm_io.h"
 
 #define IRQCHIP_PINS 24 /* IOAPIC pins; 0-15 also on the PICs */
@@ -212,5 +213,7 @@ int vm_dirty_pages(struct vm *vm, int region, uint64_t *bitmap)
 
 	if (region < 0 || region >= vm->mem.nregions)
 		return -EINVAL;
+	if (vm->rings)
+		return dirty_ring_take(vm, region, bitmap);
 	return ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) ? -errno : 0;
 }

@@ -76,6 +76,7 @@ struct machine_config {
 	int vconsole_out_fd; /* -1: no virtio-console */
 	bool user_irqchip;   /* --irqchip user (always on a cluster) */
 	bool incoming;	     /* RAM and state will come from a migration */
+	uint32_t dirty_ring; /* --dirty-ring entries; 0: the dirty bitmap */
 	const struct machine_cluster *cluster; /* NULL: one node */
 };
 

@@ -1506,8 +1506,10 @@ static int check_state(struct virtio_pci *vp, const struct virtio_pci_state *s,
 
 		if (!is_pow2(n) || n > vd->queue_size_max ||
 		    !vector_ok(s->q[q].msix_vector)) {
-			snprintf(why, why_len, "queue %d: impossible size %u or "
-				 "vector %u", q, n, s->q[q].msix_vector);
+			snprintf(why, why_len,
+				 "queue %d: impossible size %u or "
+				 "vector %u",
+				 q, n, s->q[q].msix_vector);
 			return -EINVAL;
 		}
 	}
@@ -1599,8 +1601,7 @@ static int load_queues_and_start(struct virtio_pci *vp,
 }
 
 int virtio_pci_load(struct virtio_pci *vp, struct pci_bus *bus,
-		    const struct virtio_pci_state *s, char *why,
-		    size_t why_len)
+		    const struct virtio_pci_state *s, char *why, size_t why_len)
 {
 	struct virtio_device *vd = vp->vd;
 	int rc = check_state(vp, s, why, why_len);
