@@ -43,11 +43,11 @@ static int hand_over(struct machine *pc, int i, bool release, struct err *e)
 	if (!vd)
 		return 0;
 	if (release)
-		rc = vd->ops->release ? vd->ops->release(vd, why, sizeof(why))
-				      : 0;
+		rc = vd->ops->release ? vd->ops->release(vd, why, sizeof(why)) :
+					0;
 	else
-		rc = vd->ops->acquire ? vd->ops->acquire(vd, why, sizeof(why))
-				      : 0;
+		rc = vd->ops->acquire ? vd->ops->acquire(vd, why, sizeof(why)) :
+					0;
 	if (rc)
 		return err_set(e, rc, "%s: %s", vd->name,
 			       why[0] ? why : strerror(-rc));
@@ -200,8 +200,9 @@ static void save_legacy(struct machine *pc, struct wbuf *w)
 	struct uart8250_regs u;
 
 	uart8250_save(&pc->uart, &u);
-	put(w, (uint8_t[]){u.ier, u.lcr, u.mcr, u.lsr, u.msr, u.scr, u.dll,
-			   u.dlm, u.fcr, u.thr_irq_pending},
+	put(w,
+	    (uint8_t[]){u.ier, u.lcr, u.mcr, u.lsr, u.msr, u.scr, u.dll, u.dlm,
+			u.fcr, u.thr_irq_pending},
 	    10);
 	pthread_mutex_lock(&pc->rtc.lock);
 	PUT8(w, pc->rtc.index);
@@ -210,8 +211,9 @@ static void save_legacy(struct machine *pc, struct wbuf *w)
 	PUT64(w, pc->rtc.offset_sec);
 	pthread_mutex_unlock(&pc->rtc.lock);
 	pthread_mutex_lock(&pc->kbd.lock);
-	put(w, (uint8_t[]){pc->kbd.cmd, pc->kbd.ccb, pc->kbd.out_port,
-			   pc->kbd.out_buf, pc->kbd.out_full},
+	put(w,
+	    (uint8_t[]){pc->kbd.cmd, pc->kbd.ccb, pc->kbd.out_port,
+			pc->kbd.out_buf, pc->kbd.out_full},
 	    5);
 	pthread_mutex_unlock(&pc->kbd.lock);
 	pthread_mutex_lock(&pc->pm.lock);
@@ -248,7 +250,8 @@ static void decode_legacy(struct rbuf *r, struct devstate *ds)
 	ds->pm1_cnt = get16(r);
 	ds->cf9 = get8(r);
 	/* a guest-set clock more than ~300 years off is not a clock */
-	if (ds->rtc_offset_sec > (1LL << 33) || ds->rtc_offset_sec < -(1LL << 33))
+	if (ds->rtc_offset_sec > (1LL << 33) ||
+	    ds->rtc_offset_sec < -(1LL << 33))
 		r->bad = true;
 }
 
@@ -377,8 +380,7 @@ static void decode_virtio(struct rbuf *r, uint8_t *kind,
 
 /* ---- the whole ---- */
 
-int devstate_save(struct machine *pc, uint8_t **out, size_t *len,
-		  struct err *e)
+int devstate_save(struct machine *pc, uint8_t **out, size_t *len, struct err *e)
 {
 	struct wbuf w = {0};
 	struct virtio_pci_state *s = malloc(sizeof(*s));
@@ -471,8 +473,7 @@ int devstate_decode(const struct machine *pc, const uint8_t *buf, size_t len,
 	return 0;
 }
 
-int devstate_load(struct machine *pc, const struct devstate *ds,
-		  struct err *e)
+int devstate_load(struct machine *pc, const struct devstate *ds, struct err *e)
 {
 	load_legacy(pc, ds);
 	for (int i = 0; i < ds->nvirtio; i++) {

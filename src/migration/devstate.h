@@ -52,8 +52,7 @@ int devstate_save(struct machine *pc, uint8_t **out, size_t *len,
 int devstate_decode(const struct machine *pc, const uint8_t *buf, size_t len,
 		    struct devstate **ds, struct err *e);
 /* Put @ds into @pc's devices (their backends acquired, vCPUs not run). */
-int devstate_load(struct machine *pc, const struct devstate *ds,
-		  struct err *e);
+int devstate_load(struct machine *pc, const struct devstate *ds, struct err *e);
 void devstate_free(struct devstate *ds);
 
 #endif

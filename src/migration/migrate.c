@@ -55,7 +55,7 @@ struct conn {
 	uint8_t key[MIGRATE_SECRET_MAX];
 	size_t keylen;
 	uint8_t session[2 * NONCE_LEN]; /* the destination's, the source's */
-	uint8_t page[PAGE]; /* send_page's copy */
+	uint8_t page[PAGE];		/* send_page's copy */
 	/* the bandwidth limit (0: none) and what was sent under it */
 	uint64_t bw_bytes_per_s, paced_bytes, pace_t0;
 };
@@ -348,8 +348,8 @@ static int recv_ack(struct conn *c, uint8_t *what, unsigned int ms)
 /* ---- source ---- */
 
 const char *const migrate_phase_names[] = {
-	[MIGRATE_NONE] = "none",	     [MIGRATE_SETUP] = "setup",
-	[MIGRATE_PRECOPY] = "pre-copy",	     [MIGRATE_STOPPED] = "stopped",
+	[MIGRATE_NONE] = "none",	   [MIGRATE_SETUP] = "setup",
+	[MIGRATE_PRECOPY] = "pre-copy",	   [MIGRATE_STOPPED] = "stopped",
 	[MIGRATE_COMPLETED] = "completed", [MIGRATE_FAILED] = "failed",
 };
 
@@ -599,8 +599,8 @@ static double round_report(struct migrate_progress *p, struct conn *c,
 	pthread_mutex_lock(&p->lock);
 	p->pages_left = (uint64_t)dirty;
 	p->link_mbps = rate / 1000;
-	p->dirty_mbps = round_ns ? (double)dirty * PAGE * 1e3 / (double)round_ns
-				 : 0;
+	p->dirty_mbps =
+		round_ns ? (double)dirty * PAGE * 1e3 / (double)round_ns : 0;
 	p->expected_downtime_ms = expect;
 	pthread_mutex_unlock(&p->lock);
 	return expect;
@@ -756,8 +756,8 @@ static int hand_over(struct conn *c, struct machine *pc, bool *released,
 	if (!rc)
 		rc = devstate_release(pc, e);
 	if (rc)
-		return e->code ? rc : err_set(e, rc, "no answer: %s",
-					      strerror(-rc));
+		return e->code ? rc :
+				 err_set(e, rc, "no answer: %s", strerror(-rc));
 	*released = true;
 	rc = send_ack(c, 'D');
 	if (!rc)
@@ -934,8 +934,7 @@ struct incoming {
 };
 
 /* A blob record (the VM state, the device state) of @len bytes. */
-static int recv_blob(struct conn *c, uint64_t len, uint8_t **blob,
-		     size_t *blen)
+static int recv_blob(struct conn *c, uint64_t len, uint8_t **blob, size_t *blen)
 {
 	if (*blob || !len || len > MAX_STATE)
 		return -EPROTO;
