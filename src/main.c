@@ -1,6 +1,7 @@
 /*
  * main.c - the dvmm command: `dvmm run ...` boots a VM, `dvmm node ...` runs
- * one node of a cluster, `dvmm ctl ...` talks to a running VM. Everything
+ * one node of a cluster, `dvmm ctl ...` talks to a running VM, `dvmm
+ * disk-serve ...` serves a disk image to a remote VM. Everything
  * else lives in the library under src/.
  */
 #include <signal.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "cli/disk_serve.h"
 #include "cli/node.h"
 #include "cli/run.h"
 
@@ -21,6 +23,10 @@ static void usage(FILE *f)
 		   "       dvmm ctl SOCKET COMMAND              control a "
 		   "running VM\n"
 		   "                (status, pause, resume, stop, stats)\n"
+		   "       dvmm disk-serve IMAGE --listen tcp:HOST:PORT "
+		   "--secret FILE\n"
+		   "                                            serve a disk "
+		   "to a remote VM\n"
 		   "       dvmm --help | --version\n\n");
 	run_usage(f);
 }
@@ -37,6 +43,8 @@ int main(int argc, char **argv)
 		return run_main(argc - 1, argv + 1);
 	if (strcmp(argv[1], "node") == 0)
 		return node_main(argc - 1, argv + 1);
+	if (strcmp(argv[1], "disk-serve") == 0)
+		return disk_serve_main(argc - 1, argv + 1);
 	if (strcmp(argv[1], "ctl") == 0)
 		return api_client_main(argc - 1, argv + 1);
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {

@@ -278,7 +278,10 @@ static bool opt_uint(const json_t *req, const char *key, unsigned int *v)
 	return true;
 }
 
-/* {"cmd":"migrate","to":"tcp:HOST:PORT"[,"downtime_ms":N,"bandwidth_mbps":N]} */
+/*
+ * {"cmd":"migrate","to":"tcp:HOST:PORT"[,"downtime_ms":N,"bandwidth_mbps":N,
+ *  "postcopy":BOOL]}
+ */
 static json_t *run_migrate(const struct api_ops *ops, const json_t *req)
 {
 	struct api_migrate_req m = {
@@ -293,12 +296,45 @@ static json_t *run_migrate(const struct api_ops *ops, const json_t *req)
 	    !opt_uint(req, "bandwidth_mbps", &m.bandwidth_mbps))
 		return reply_error("downtime_ms and bandwidth_mbps must be "
 				   "integers from 0 to 1000000");
+	if (json_object_get(req, "postcopy") &&
+	    !json_is_boolean(json_object_get(req, "postcopy")))
+		return reply_error("postcopy must be true or false");
+	m.postcopy = json_is_true(json_object_get(req, "postcopy"));
 	if (!ops->migrate)
 		return reply_error("cannot migrate the VM: not supported here");
 	rc = ops->migrate(ops->ctx, &m, &data, why, sizeof(why));
 	if (rc < 0) {
 		json_decref(data);
 		return reply_error("cannot migrate the VM: %s",
+				   why[0] ? why : strerror(-rc));
+	}
+	reply = reply_ok();
+	if (reply && json_is_object(data))
+		json_object_update(reply, data);
+	json_decref(data);
+	return reply;
+}
+
+/* {"cmd":"device-switch","device":"0","path":"/local/copy.img"} */
+static json_t *run_device_switch(const struct api_ops *ops, const json_t *req)
+{
+	const char *dev = json_string_value(json_object_get(req, "device"));
+	const char *path = json_string_value(json_object_get(req, "path"));
+	char why[API_ERR_MAX] = "";
+	json_t *data = NULL, *reply;
+	int rc;
+
+	if (!dev || !dev[0] || !path || !path[0])
+		return reply_error("device-switch needs \"device\" (a disk's "
+				   "index or name) and \"path\" (the local "
+				   "copy)");
+	if (!ops->device_switch)
+		return reply_error("cannot switch the device: not supported "
+				   "here");
+	rc = ops->device_switch(ops->ctx, dev, path, &data, why, sizeof(why));
+	if (rc < 0) {
+		json_decref(data);
+		return reply_error("cannot switch the device: %s",
 				   why[0] ? why : strerror(-rc));
 	}
 	reply = reply_ok();
@@ -324,6 +360,8 @@ static json_t *handle_request(const struct api_ops *ops, const json_t *req)
 			"\"cmd\" must be a string, e.g. " API_EXAMPLE);
 	if (!strcmp(json_string_value(cmd), "migrate"))
 		return run_migrate(ops, req);
+	if (!strcmp(json_string_value(cmd), "device-switch"))
+		return run_device_switch(ops, req);
 	c = find_cmd(json_string_value(cmd));
 	if (!c)
 		return reply_unknown(json_string_value(cmd));

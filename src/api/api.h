@@ -11,11 +11,15 @@
 #include <pthread.h>
 #include <stdbool.h>
 
-/* {"cmd":"migrate","to":...,"downtime_ms":N,"bandwidth_mbps":N} */
+/*
+ * {"cmd":"migrate","to":...,"downtime_ms":N,"bandwidth_mbps":N,
+ *  "postcopy":BOOL}
+ */
 struct api_migrate_req {
 	const char *to;
 	unsigned int downtime_ms;    /* 0: the default */
 	unsigned int bandwidth_mbps; /* 0: no limit */
+	bool postcopy;		     /* pages the VM still needs on demand */
 };
 
 /* What the API may do to the VM. Each returns 0 or a negative errno. */
@@ -33,6 +37,13 @@ struct api_ops {
 	int (*migrate)(void *ctx, const struct api_migrate_req *req,
 		       json_t **out, char *why, size_t whylen);
 	json_t *(*migrate_status)(void *ctx);
+	/*
+	 * {"cmd":"device-switch","device":"0","path":"/x"}: move a remote
+	 * disk (@device: its index or name) onto the local file @path while
+	 * the guest runs; returns when done. *out: a new object.
+	 */
+	int (*device_switch)(void *ctx, const char *device, const char *path,
+			     json_t **out, char *why, size_t whylen);
 	void *ctx;
 };
 

@@ -30,8 +30,9 @@
 static const char ctl_usage[] =
 	"usage: dvmm ctl SOCKET status|pause|resume|stop|stats\n"
 	"       dvmm ctl SOCKET migrate tcp:HOST:PORT [--downtime MS] "
-	"[--bandwidth MBPS]\n"
-	"       dvmm ctl SOCKET migrate-status";
+	"[--bandwidth MBPS] [--postcopy]\n"
+	"       dvmm ctl SOCKET migrate-status\n"
+	"       dvmm ctl SOCKET device-switch DEVICE PATH";
 
 /* A received reply line, growing as bytes arrive. */
 struct ctl_buf {
@@ -279,15 +280,23 @@ static bool parse_uint_opt(const char *s, unsigned int *v)
 	return true;
 }
 
-/* migrate URI [--downtime MS] [--bandwidth MBPS] as the request. */
+/* migrate URI [--downtime MS] [--bandwidth MBPS] [--postcopy] as JSON. */
 static json_t *migrate_request(int argc, char **argv)
 {
 	unsigned int downtime = 0, bw = 0;
+	bool postcopy = false;
 	json_t *req;
 
 	for (int i = 4; i < argc; i += 2) {
 		bool ok = i + 1 < argc;
 
+		if (!strcmp(argv[i], "--postcopy")) {
+			if (postcopy)
+				return NULL;
+			postcopy = true;
+			i--; /* no value */
+			continue;
+		}
 		if (ok && !strcmp(argv[i], "--downtime"))
 			ok = parse_uint_opt(argv[i + 1], &downtime) &&
 			     downtime > 0;
@@ -303,6 +312,8 @@ static json_t *migrate_request(int argc, char **argv)
 		json_object_set_new(req, "downtime_ms", json_integer(downtime));
 	if (req && bw)
 		json_object_set_new(req, "bandwidth_mbps", json_integer(bw));
+	if (req && postcopy)
+		json_object_set_new(req, "postcopy", json_true());
 	return req;
 }
 
@@ -328,8 +339,8 @@ static int ctl_migrate(const char *path, json_t *req)
 		const char *st;
 
 		json_decref(reply);
-		reply = ctl_request(path, json_pack("{s:s}", "cmd",
-						    "migrate-status"));
+		reply = ctl_request(
+			path, json_pack("{s:s}", "cmd", "migrate-status"));
 		if (!reply)
 			return CTL_EXIT_FAIL;
 		st = json_string_value(json_object_get(reply, "status"));
@@ -347,13 +358,39 @@ static int ctl_migrate(const char *path, json_t *req)
 	if (rc == CTL_EXIT_OK &&
 	    strcmp(json_string_value(json_object_get(reply, "status")),
 		   "completed")) {
-		const char *why = json_string_value(
-			json_object_get(reply, "error"));
+		const char *why =
+			json_string_value(json_object_get(reply, "error"));
 
 		pr_err("cannot migrate the VM: %s", why ? why : "it failed");
 		rc = CTL_EXIT_FAIL;
 	}
 	json_decref(reply);
+	return rc;
+}
+
+#define CTL_SWITCH_TIMEOUT_MS 600000 /* a device-switch copies a disk */
+
+/* device-switch DEVICE PATH: one request, answered when the copy is done. */
+static int ctl_device_switch(const char *path, const char *dev,
+			     const char *file)
+{
+	json_t *req = json_pack("{s:s, s:s, s:s}", "cmd", "device-switch",
+				"device", dev, "path", file);
+	struct ctl_buf b = {0};
+	json_t *reply = NULL;
+	int fd = ctl_connect(path), rc = CTL_EXIT_FAIL;
+
+	if (fd >= 0 && !ctl_send_request(fd, path, req) &&
+	    !ctl_read_line(fd, path, &b, CTL_SWITCH_TIMEOUT_MS))
+		reply = ctl_parse_reply(path, &b);
+	if (fd >= 0)
+		close(fd);
+	free(b.data);
+	json_decref(req);
+	if (reply) {
+		rc = ctl_print_reply(path, reply);
+		json_decref(reply);
+	}
 	return rc;
 }
 
@@ -372,6 +409,13 @@ int api_client_main(int argc, char **argv)
 			return CTL_EXIT_USAGE;
 		}
 		return ctl_migrate(argv[1], req);
+	}
+	if (argc >= 3 && !strcmp(argv[2], "device-switch")) {
+		if (argc != 5 || !argv[1][0] || !argv[3][0] || !argv[4][0]) {
+			fprintf(stderr, "%s\n", ctl_usage);
+			return CTL_EXIT_USAGE;
+		}
+		return ctl_device_switch(argv[1], argv[3], argv[4]);
 	}
 	if (argc != 3 || !argv[1][0] || !argv[2][0]) {
 		fprintf(stderr, "%s\n", ctl_usage);

@@ -28,6 +28,8 @@
 #include "machine/machine.h"
 #include "util/log.h"
 #include "util/parse.h"
+#include "virtio/blk_remote.h"
+#include "virtio/devices.h"
 
 #define MIN_RAM (16ULL << 20)
 #define DEFAULT_RAM (256ULL << 20)
@@ -49,7 +51,7 @@ struct runner {
 	struct migrate_opts mig_opts;
 	pthread_t mig_thread;
 	bool mig_thread_up;
-	bool mig_seen;	      /* a client saw how it ended */
+	bool mig_seen;		 /* a client saw how it ended */
 	pthread_cond_t mig_cond; /* mig_seen, under r->lock */
 };
 
@@ -70,6 +72,10 @@ void run_usage(FILE *f)
 		"  --kvm PATH          KVM device (default /dev/kvm)\n"
 		"  --disk PATH[,readonly]   virtio-blk on a raw image "
 		"(repeatable)\n"
+		"  --disk remote=tcp:HOST:PORT[,readonly]   virtio-blk on an "
+		"image served by\n"
+		"                      dvmm disk-serve (needs "
+		"--migration-secret)\n"
 		"  --net tap[=NAME][,mac=XX:XX:XX:XX:XX:XX]   virtio-net on a "
 		"tap (repeatable)\n"
 		"  --rng               virtio-rng fed by the host's getrandom\n"
@@ -85,6 +91,10 @@ void run_usage(FILE *f)
 		"  --irqchip kernel|user   interrupt controllers in KVM or in "
 		"dvmm (default\n"
 		"                      kernel on one node, user on several)\n"
+		"  --dirty-ring N      track dirtied pages for a migration in "
+		"KVM's dirty ring\n"
+		"                      (N entries per vCPU, a power of two "
+		"1024..65536)\n"
 		"  --incoming tcp:HOST:PORT   wait there for a VM migrated by "
 		"dvmm ctl migrate\n"
 		"  --migration-secret FILE   the secret both ends of a "
@@ -150,6 +160,7 @@ enum {
 	OPT_NODES,
 	OPT_NETNS,
 	OPT_IRQCHIP,
+	OPT_DIRTY_RING,
 	OPT_INCOMING,
 	OPT_MIGRATION_SECRET,
 	OPT_HELP,
@@ -172,6 +183,7 @@ static const struct option run_long_opts[] = {
 	{"nodes", required_argument, NULL, OPT_NODES},
 	{"netns", no_argument, NULL, OPT_NETNS},
 	{"irqchip", required_argument, NULL, OPT_IRQCHIP},
+	{"dirty-ring", required_argument, NULL, OPT_DIRTY_RING},
 	{"incoming", required_argument, NULL, OPT_INCOMING},
 	{"migration-secret", required_argument, NULL, OPT_MIGRATION_SECRET},
 	{"verbose", no_argument, NULL, 'v'},
@@ -179,10 +191,13 @@ static const struct option run_long_opts[] = {
 	{NULL, 0, NULL, 0},
 };
 
-/* --disk PATH[,readonly] */
+/* --disk PATH[,readonly] or remote=tcp:HOST:PORT[,readonly] */
 static int parse_disk(char *arg, struct machine_config *mc)
 {
 	struct machine_disk *d;
+	struct err e = {0};
+	char host[256];
+	uint16_t port;
 	char *opt;
 
 	if (mc->ndisks >= MACHINE_MAX_DISKS)
@@ -199,6 +214,14 @@ static int parse_disk(char *arg, struct machine_config *mc)
 	}
 	if (!arg[0])
 		return usage_error("%s", "--disk needs a PATH");
+	if (!strncmp(arg, "remote=", 7)) {
+		arg += 7;
+		if (brp_parse_uri(arg, host, sizeof(host), &port, &e))
+			return usage_error("--disk remote=%s must be "
+					   "remote=tcp:HOST:PORT",
+					   arg);
+		d->remote = true;
+	}
 	d->path = arg;
 	mc->ndisks++;
 	return 0;
@@ -345,6 +368,16 @@ static int set_device_option(int c, char *arg, struct run_options *o)
 	case OPT_MIGRATION_SECRET:
 		o->migration_secret = arg;
 		return 0;
+	case OPT_DIRTY_RING: {
+		long n;
+
+		if (parse_int_range(arg, 1024, 65536, &n) || (n & (n - 1)))
+			return usage_error("--dirty-ring '%s' must be a power "
+					   "of two from 1024 to 65536",
+					   arg);
+		o->mc.dirty_ring = (uint32_t)n;
+		return 0;
+	}
 	case OPT_IRQCHIP:
 		if (strcmp(arg, "kernel") && strcmp(arg, "user"))
 			return usage_error("--irqchip '%s' must be kernel or "
@@ -372,6 +405,15 @@ static int check_run_options(int argc, char **argv, struct run_options *o)
 	if (o->incoming && (o->nodes || o->mc.user_irqchip))
 		return usage_error("%s", "--incoming works for a VM on one "
 					 "node with the kernel irqchip");
+	for (int i = 0; i < o->mc.ndisks; i++) {
+		if (o->mc.disk[i].remote && !o->migration_secret)
+			return usage_error("%s", "--disk remote=... needs "
+						 "--migration-secret FILE (the "
+						 "disk agent's --secret)");
+		if (o->mc.disk[i].remote && o->nodes)
+			return usage_error("%s", "--disk remote=... works for "
+						 "a VM on one node");
+	}
 	if (o->nodes && o->irqchip_set && !o->mc.user_irqchip)
 		return usage_error("%s", "a VM over several nodes needs "
 					 "--irqchip user (its default)");
@@ -565,8 +607,11 @@ static void *migrate_thread(void *arg)
 	rc = migrate_send(r->pc, r->mig.to, &r->secret, &r->mig_opts, &r->mig,
 			  &e);
 	if (rc) {
-		pr_warn("migration to %s failed: %s; the VM goes on here",
-			r->mig.to, e.code ? e.msg : strerror(-rc));
+		pr_warn("migration to %s failed: %s; the VM %s here", r->mig.to,
+			e.code ? e.msg : strerror(-rc),
+			vm_get_state(&r->pc->vm) == VM_RUNNING ?
+				"goes on" :
+				"stays paused");
 		return NULL;
 	}
 	fprintf(stderr,
@@ -610,6 +655,7 @@ static int op_migrate(void *ctx, const struct api_migrate_req *req,
 	r->mig_opts = (struct migrate_opts){
 		.downtime_ms = req->downtime_ms,
 		.bandwidth_mbps = req->bandwidth_mbps,
+		.postcopy = req->postcopy,
 	};
 	pthread_mutex_lock(&r->mig.lock);
 	r->mig.phase = MIGRATE_SETUP;
@@ -654,16 +700,15 @@ static json_t *op_migrate_status(void *ctx)
 
 	pthread_mutex_lock(&r->lock);
 	pthread_mutex_lock(&p->lock);
-	o = json_pack("{s:s, s:s, s:i, s:I, s:f, s:f, s:f, s:i, s:f}",
-		      "status", migrate_phase_names[p->phase], "to", p->to,
-		      "round", (int)p->round, "pages_left",
-		      (json_int_t)p->pages_left, "dirty_mbps", p->dirty_mbps,
-		      "link_mbps", p->link_mbps, "expected_downtime_ms",
-		      p->expected_downtime_ms, "throttle_pct", p->throttle_pct,
-		      "elapsed_ms",
-		      p->started_ns ? (double)(clock_mono_ns() -
-					       p->started_ns) / 1e6
-				    : 0.0);
+	o = json_pack("{s:s, s:s, s:i, s:I, s:f, s:f, s:f, s:i, s:f}", "status",
+		      migrate_phase_names[p->phase], "to", p->to, "round",
+		      (int)p->round, "pages_left", (json_int_t)p->pages_left,
+		      "dirty_mbps", p->dirty_mbps, "link_mbps", p->link_mbps,
+		      "expected_downtime_ms", p->expected_downtime_ms,
+		      "throttle_pct", p->throttle_pct, "elapsed_ms",
+		      p->started_ns ?
+			      (double)(clock_mono_ns() - p->started_ns) / 1e6 :
+			      0.0);
 	done = p->phase == MIGRATE_COMPLETED || p->phase == MIGRATE_FAILED;
 	if (o && done) {
 		json_t *more = json_pack(
@@ -680,6 +725,17 @@ static json_t *op_migrate_status(void *ctx)
 
 		json_object_update(o, more);
 		json_decref(more);
+		if (res->postcopy) {
+			json_object_set_new(o, "postcopy", json_true());
+			json_object_set_new(o, "postcopy_ms",
+					    json_real(res->postcopy_ms));
+			json_object_set_new(
+				o, "owed_pages",
+				json_integer((json_int_t)res->owed_pages));
+			json_object_set_new(
+				o, "requested_pages",
+				json_integer((json_int_t)res->requested));
+		}
 		if (p->phase == MIGRATE_FAILED)
 			json_object_set_new(o, "error", json_string(p->error));
 	}
@@ -692,6 +748,72 @@ static json_t *op_migrate_status(void *ctx)
 	if (done && p->phase == MIGRATE_FAILED)
 		migrate_reap(r);
 	return o;
+}
+
+/*
+ * device-switch DEVICE PATH: DEVICE is a disk's index (0: the first
+ * --disk) or its name in stats' "virtio". Holds r->lock while it copies,
+ * so the machine stays (the VM's vCPUs and devices go on).
+ */
+static int op_device_switch(void *ctx, const char *device, const char *path,
+			    json_t **out, char *why, size_t whylen)
+{
+	struct runner *r = ctx;
+	struct virtio_blk_switch_stats st;
+	struct virtio_blk *b = NULL;
+	char name[64] = "";
+	struct err e = {0};
+	bool by_index;
+	long idx = -1;
+	char *end;
+	int rc, n = 0;
+
+	idx = strtol(device, &end, 10);
+	by_index = device[0] && !*end && idx >= 0;
+	pthread_mutex_lock(&r->lock);
+	if (!r->pc || r->mig_thread_up || (r->hooks && r->hooks->created)) {
+		snprintf(why, whylen, "%s",
+			 !r->pc		  ? "the VM is not running" :
+			 r->mig_thread_up ? "a migration is under way" :
+					    "not on a VM spread over nodes");
+		pthread_mutex_unlock(&r->lock);
+		return -EINVAL;
+	}
+	for (int i = 0; i < r->pc->nvirtio && !b; i++) {
+		struct machine_virtio *mv = &r->pc->virtio[i];
+
+		if (mv->kind != VIRTIO_KIND_BLK)
+			continue;
+		if (by_index ?
+			    n == idx :
+			    !strcmp(virtio_blk_device(mv->dev)->name, device)) {
+			b = mv->dev;
+			snprintf(name, sizeof(name), "%s",
+				 virtio_blk_device(b)->name);
+		}
+		n++;
+	}
+	if (!b) {
+		snprintf(why, whylen,
+			 "no disk '%s' (give its index, 0 for the first, or "
+			 "its name in stats)",
+			 device);
+		pthread_mutex_unlock(&r->lock);
+		return -ENODEV;
+	}
+	rc = virtio_blk_switch(b, path, &st, &e);
+	pthread_mutex_unlock(&r->lock);
+	if (rc) {
+		snprintf(why, whylen, "%s", e.msg);
+		return rc;
+	}
+	pr_info("%s now serves from %s (%u copy passes, %.1f ms paused)", name,
+		path, st.passes, st.paused_us / 1000.0);
+	*out = json_pack("{s:s, s:s, s:i, s:I, s:f}", "device", name, "path",
+			 path, "passes", (int)st.passes, "final_regions",
+			 (json_int_t)st.final_regions, "paused_ms",
+			 st.paused_us / 1000.0);
+	return 0;
 }
 
 /* A cluster's "nodes" array; asked outside r->lock (it may wait on peers). */
@@ -889,8 +1011,7 @@ static int boot_once(struct runner *r, struct machine *pc,
 			err_set(&e, -EIO, "cannot join the other nodes");
 	}
 	if (!e.code && r->opt->mc.incoming) {
-		migrate_receive(pc, r->opt->incoming, &r->secret, 0, &mig,
-				&e);
+		migrate_receive(pc, r->opt->incoming, &r->secret, 0, &mig, &e);
 		r->opt->mc.incoming = false; /* a reboot boots normally */
 	}
 	if (e.code || machine_start(pc, &e)) {
@@ -1000,6 +1121,7 @@ int runner_run(struct runner *r)
 			      .stats = op_stats,
 			      .migrate = op_migrate,
 			      .migrate_status = op_migrate_status,
+			      .device_switch = op_device_switch,
 			      .ctx = r};
 	struct api_server api = {.listen_fd = -1};
 	char errbuf[256];
@@ -1013,6 +1135,8 @@ int runner_run(struct runner *r)
 			return EXIT_FAILURE_VMM;
 		}
 		r->have_secret = true;
+		r->opt->mc.disk_key = r->secret.key;
+		r->opt->mc.disk_key_len = r->secret.len;
 	}
 	if (r->opt->api_path && api_server_start(&api, r->opt->api_path, &ops,
 						 errbuf, sizeof(errbuf))) {

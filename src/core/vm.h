@@ -81,7 +81,7 @@ struct vcpu {
 	pthread_mutex_t wlock;
 	pthread_cond_t wcond;
 	bool wake;
-	uint64_t throttle_from; /* vm_set_throttle: running since (ns) */
+	uint64_t throttle_from;	    /* vm_set_throttle: running since (ns) */
 	struct kvm_dirty_gfn *ring; /* core/dirty_ring.c, NULL: none */
 	uint32_t ring_fetch;
 };

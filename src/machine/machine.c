@@ -362,6 +362,12 @@ static int create_virtio_backend(struct machine *pc, struct machine_virtio *mv,
 
 	switch (mv->kind) {
 	case VIRTIO_KIND_BLK:
+		if (cfg->disk[index].remote)
+			return virtio_blk_create_remote(
+				(struct virtio_blk **)&mv->dev, mem,
+				cfg->disk[index].path, cfg->disk_key,
+				cfg->disk_key_len, cfg->disk[index].readonly,
+				cfg->incoming ? VIRTIO_CREATE_RELEASED : 0, e);
 		return virtio_blk_create(
 			(struct virtio_blk **)&mv->dev, mem,
 			cfg->disk[index].path, cfg->disk[index].readonly,
@@ -489,7 +495,8 @@ int machine_create(struct machine *pc, const struct machine_config *cfg,
 				 .partial = cl != NULL,
 				 .set_tsc_offset = cl && cl->set_tsc_offset,
 				 .tsc_offset = cl ? cl->tsc_offset : 0,
-				 .local_cpus = cl ? cl->local_cpus : 0};
+				 .local_cpus = cl ? cl->local_cpus : 0,
+				 .dirty_ring = cfg->dirty_ring};
 	int rc;
 
 	memset(pc, 0, sizeof(*pc));

@@ -21,8 +21,9 @@
 #define MACHINE_MAX_VIRTIO (MACHINE_MAX_DISKS + MACHINE_MAX_NICS + 2)
 
 struct machine_disk {
-	const char *path;
+	const char *path; /* the image, or with remote the agent's URI */
 	bool readonly;
+	bool remote; /* served by `dvmm disk-serve` at tcp:HOST:PORT */
 };
 
 struct machine_nic {
@@ -70,6 +71,9 @@ struct machine_config {
 	enum doorbell_mode doorbell;
 	int ndisks;
 	struct machine_disk disk[MACHINE_MAX_DISKS];
+	/* the key remote disks authenticate with (the migration secret) */
+	const uint8_t *disk_key;
+	size_t disk_key_len;
 	int nnics;
 	struct machine_nic nic[MACHINE_MAX_NICS];
 	bool rng;

@@ -114,9 +114,16 @@ void uart8250_save(struct uart8250 *u, struct uart8250_regs *r)
 {
 	pthread_mutex_lock(&u->lock);
 	*r = (struct uart8250_regs){
-		.ier = u->ier, .lcr = u->lcr, .mcr = u->mcr, .lsr = u->lsr,
-		.msr = u->msr, .scr = u->scr, .dll = u->dll, .dlm = u->dlm,
-		.fcr = u->fcr, .thr_irq_pending = u->thr_irq_pending,
+		.ier = u->ier,
+		.lcr = u->lcr,
+		.mcr = u->mcr,
+		.lsr = u->lsr,
+		.msr = u->msr,
+		.scr = u->scr,
+		.dll = u->dll,
+		.dlm = u->dlm,
+		.fcr = u->fcr,
+		.thr_irq_pending = u->thr_irq_pending,
 	};
 	pthread_mutex_unlock(&u->lock);
 }

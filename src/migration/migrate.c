@@ -21,6 +21,7 @@
 #include "core/vm_io.h"
 #include "migration/devstate.h"
 #include "migration/migrate.h"
+#include "migration/postcopy.h"
 #include "migration/vmstate.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -41,6 +42,7 @@ enum rec_type {
 	REC_STATE = 4,	  /* vmstate_encode bytes */
 	REC_END = 5,	  /* the stream MAC */
 	REC_DEVICES = 6,  /* devstate_save bytes */
+	REC_OWED = 7,	  /* post-copy: u64 pages, a bit per page owed */
 };
 
 struct rec_hdr {
@@ -58,6 +60,10 @@ struct conn {
 	uint8_t page[PAGE];		/* send_page's copy */
 	/* the bandwidth limit (0: none) and what was sent under it */
 	uint64_t bw_bytes_per_s, paced_bytes, pace_t0;
+	/* destination, post-copy: past 'D', the pages follow on pc */
+	bool postcopy;
+	struct postcopy_chan pc;
+	struct postcopy_dest *pcd;
 };
 
 /* After the handshake: the stream MAC and the acknowledgements' key. */
@@ -348,9 +354,10 @@ static int recv_ack(struct conn *c, uint8_t *what, unsigned int ms)
 /* ---- source ---- */
 
 const char *const migrate_phase_names[] = {
-	[MIGRATE_NONE] = "none",	   [MIGRATE_SETUP] = "setup",
-	[MIGRATE_PRECOPY] = "pre-copy",	   [MIGRATE_STOPPED] = "stopped",
-	[MIGRATE_COMPLETED] = "completed", [MIGRATE_FAILED] = "failed",
+	[MIGRATE_NONE] = "none",	  [MIGRATE_SETUP] = "setup",
+	[MIGRATE_PRECOPY] = "pre-copy",	  [MIGRATE_STOPPED] = "stopped",
+	[MIGRATE_POSTCOPY] = "post-copy", [MIGRATE_COMPLETED] = "completed",
+	[MIGRATE_FAILED] = "failed",
 };
 
 static void progress_phase(struct migrate_progress *p, enum migrate_phase ph)
@@ -648,7 +655,8 @@ static int precopy(struct conn *c, struct vm *vm, const struct migrate_opts *o,
 {
 	struct migrate_result *r = &p->result;
 	unsigned int target = o->downtime_ms ? o->downtime_ms : 50;
-	unsigned int max = o->max_rounds ? o->max_rounds : 30;
+	/* post-copy: one pass, whatever it left goes after the switch */
+	unsigned int max = o->max_rounds ? o->max_rounds : o->postcopy ? 0 : 30;
 	uint64_t t0 = clock_mono_ns(), tr = t0, sent0 = 0;
 	int strikes = 0, rc;
 
@@ -687,8 +695,53 @@ static int precopy(struct conn *c, struct vm *vm, const struct migrate_opts *o,
 	return rc;
 }
 
-/* Paused: the last dirty pages (or all RAM), then the VM and device state. */
+/*
+ * Post-copy: the pages still dirty become the pages owed, a bitmap over
+ * all of RAM (*owed, NULL when none is owed) sent as one record.
+ */
+static int send_owed(struct conn *c, struct vm *vm, struct dirty *d,
+		     uint64_t **owed, struct migrate_result *r)
+{
+	uint64_t words = postcopy_map_words(vm->mem.ram_size);
+	uint64_t npages = vm->mem.ram_size / PAGE;
+	int64_t n = dirty_collect(d, vm);
+	uint64_t *map;
+	int rc;
+
+	r->postcopy = true;
+	if (n <= 0)
+		return (int)n;
+	map = calloc(words, sizeof(uint64_t));
+	if (!map)
+		return -ENOMEM;
+	for (int i = 0; i < vm->mem.nregions; i++) {
+		uint64_t first =
+			(uint64_t)(vm->mem.region[i].hva - vm->mem.base) / PAGE;
+
+		for (uint64_t w = 0; w < d->words[i]; w++)
+			for (uint64_t bits = d->map[i][w]; bits;
+			     bits &= bits - 1) {
+				uint64_t pg = first + w * 64 +
+					      (uint64_t)__builtin_ctzll(bits);
+
+				map[pg / 64] |= 1ULL << (pg % 64);
+			}
+	}
+	dirty_clear(d);
+	rc = send_rec(c, REC_OWED, &npages, sizeof(npages), map,
+		      words * sizeof(uint64_t));
+	r->owed_pages = (uint64_t)n;
+	r->bytes += words * sizeof(uint64_t);
+	*owed = map;
+	return rc;
+}
+
+/*
+ * Paused: the last dirty pages (or all RAM; with post-copy, the list of
+ * the pages owed), then the VM and device state.
+ */
 static int send_final(struct conn *c, struct machine *pc, struct dirty *d,
+		      const struct migrate_opts *o, uint64_t **owed,
 		      struct migrate_progress *p, struct err *e)
 {
 	struct migrate_result *r = &p->result;
@@ -700,7 +753,9 @@ static int send_final(struct conn *c, struct machine *pc, struct dirty *d,
 	int rc;
 
 	c->bw_bytes_per_s = 0; /* the final copy goes at full speed */
-	if (r->precopy) {
+	if (r->precopy && o->postcopy) {
+		rc = send_owed(c, vm, d, owed, r);
+	} else if (r->precopy) {
 		int64_t n = dirty_collect(d, vm);
 
 		rc = n < 0 ? (int)n : dirty_send(d, c, vm, r);
@@ -738,13 +793,48 @@ static int send_final(struct conn *c, struct machine *pc, struct dirty *d,
 }
 
 /*
+ * Post-copy, past 'D': the destination's 'R' and its requests for the
+ * @owed pages, answered at once, the rest pushed until it has them all.
+ * *running: it ran (from *t_run on), so this VM is no longer the one to go
+ * on when something fails.
+ */
+static int serve_owed(struct conn *c, struct vm *vm, uint64_t *owed,
+		      uint64_t bw, struct migrate_progress *p, bool *running,
+		      uint64_t *t_run, struct err *e)
+{
+	struct postcopy_chan pc;
+	int rc;
+
+	postcopy_chan_init(&pc, c->fd, c->key, c->keylen, c->session, true);
+	rc = postcopy_serve(&pc, vm->mem.base, vm->mem.ram_size, owed, bw, p,
+			    running, t_run, e);
+	postcopy_chan_destroy(&pc);
+	if (rc && !*running)
+		return rc;
+	if (rc) {
+		char why[ERR_MSG_MAX];
+
+		snprintf(why, sizeof(why), "%s", e->msg);
+		err_set(e, rc,
+			"the destination runs the VM but the post-copy broke "
+			"(%s): this paused VM holds the only complete copy of "
+			"its memory and stays paused",
+			why);
+		pr_err("migration: %s", e->msg);
+	}
+	return rc;
+}
+
+/*
  * The state is over: the destination checks it ('H': give me the
  * devices), we let the devices' host resources go ('D') and it answers
- * 'R' once its vCPUs run. On failure *released says whether we must take
- * them back.
+ * 'R' once its vCPUs run (with post-copy: serve_owed). On failure
+ * *released says whether we must take them back, *running whether the
+ * destination ran (post-copy: then we must not).
  */
-static int hand_over(struct conn *c, struct machine *pc, bool *released,
-		     struct err *e)
+static int hand_over(struct conn *c, struct machine *pc, uint64_t *owed,
+		     uint64_t bw, struct migrate_progress *p, bool *released,
+		     bool *running, uint64_t *t_run, struct err *e)
 {
 	uint8_t a = 0;
 	int rc = recv_ack(c, &a, RUNNING_TIMEOUT_MS);
@@ -760,6 +850,8 @@ static int hand_over(struct conn *c, struct machine *pc, bool *released,
 				 err_set(e, rc, "no answer: %s", strerror(-rc));
 	*released = true;
 	rc = send_ack(c, 'D');
+	if (!rc && owed)
+		return serve_owed(c, &pc->vm, owed, bw, p, running, t_run, e);
 	if (!rc)
 		rc = recv_ack(c, &a, RUNNING_TIMEOUT_MS);
 	if (rc)
@@ -814,8 +906,8 @@ int migrate_send(struct machine *pc, const char *uri,
 	struct conn c = {.fd = -1};
 	struct dirty d;
 	uint64_t info[2] = {vm->mem.ram_size, (uint64_t)vm->ncpus};
-	uint64_t t0 = clock_mono_ns(), tp = 0;
-	bool paused = false, released = false;
+	uint64_t t0 = clock_mono_ns(), tp = 0, t_run = 0, *owed = NULL;
+	bool paused = false, released = false, running = false;
 	int rc;
 
 	pthread_mutex_lock(&p->lock);
@@ -862,21 +954,26 @@ int migrate_send(struct machine *pc, const char *uri,
 	if (!rc) {
 		devstate_quiesce(pc);
 		progress_phase(p, MIGRATE_STOPPED);
-		rc = send_final(&c, pc, &d, p, e);
+		rc = send_final(&c, pc, &d, o, &owed, p, e);
 	}
 	if (rc == -ECANCELED && !e->code)
 		err_set(e, rc, "the VM stopped before it could move");
 	if (rc && !e->code)
 		err_set(e, rc, "sending to %s: %s", uri, strerror(-rc));
 	if (!rc)
-		rc = hand_over(&c, pc, &released, e);
-	r->downtime_ms = tp ? (double)(clock_mono_ns() - tp) / 1e6 : 0;
+		rc = hand_over(&c, pc, owed,
+			       (uint64_t)o->bandwidth_mbps * 1000000, p,
+			       &released, &running, &t_run, e);
+	if (!t_run)
+		t_run = clock_mono_ns();
+	r->downtime_ms = tp ? (double)(t_run - tp) / 1e6 : 0;
 	r->total_ms = (double)(clock_mono_ns() - t0) / 1e6;
 	if (r->precopy)
 		logs_stop(vm);
 	vm_set_throttle(vm, 0);
-	if (rc)
+	if (rc && !running)
 		take_back(pc, released, paused, e);
+	free(owed);
 	dirty_free(&d);
 	close(c.fd);
 	return finish(p, rc, e);
@@ -928,10 +1025,38 @@ static int recv_body(struct conn *c, void *buf, size_t len)
 
 /* What the stream carries besides RAM. */
 struct incoming {
+	uint64_t *owed; /* post-copy: the pages the source still owes */
+	/*
+	 * Pages written by a REC_PAGE: the only ones a zero marker has to
+	 * clear (the rest of a fresh VM's RAM is zero and untouched; writing
+	 * zeroes there would fault in all of an idle guest's memory).
+	 */
+	uint64_t *touched;
 	uint8_t *state, *devices;
 	size_t state_len, devices_len;
 	uint8_t mac[MAC_LEN];
 };
+
+static void mark_touched(struct incoming *in, uint64_t page)
+{
+	in->touched[page / 64] |= 1ULL << (page % 64);
+}
+
+/* Pages [first, first + n) are zero now. */
+static void zero_touched(struct incoming *in, struct vm *vm, uint64_t first,
+			 uint64_t n)
+{
+	for (uint64_t p = first; p < first + n; p++) {
+		if (!(p % 64) && p + 64 <= first + n && !in->touched[p / 64]) {
+			p += 63;
+			continue;
+		}
+		if (in->touched[p / 64] & (1ULL << (p % 64))) {
+			memset(vm->mem.base + p * PAGE, 0, PAGE);
+			in->touched[p / 64] &= ~(1ULL << (p % 64));
+		}
+	}
+}
 
 /* A blob record (the VM state, the device state) of @len bytes. */
 static int recv_blob(struct conn *c, uint64_t len, uint8_t **blob, size_t *blen)
@@ -943,6 +1068,26 @@ static int recv_blob(struct conn *c, uint64_t len, uint8_t **blob, size_t *blen)
 		return -ENOMEM;
 	*blen = len;
 	return recv_body(c, *blob, len);
+}
+
+/* The pages owed: as many bits as RAM has pages, no more, once. */
+static int recv_owed(struct conn *c, struct vm *vm, uint64_t len,
+		     struct incoming *in)
+{
+	uint64_t words = postcopy_map_words(vm->mem.ram_size), npages;
+	uint64_t tail = vm->mem.ram_size / PAGE % 64;
+
+	if (in->owed || len != 8 + words * sizeof(uint64_t) ||
+	    recv_body(c, &npages, 8) || npages != vm->mem.ram_size / PAGE)
+		return -EPROTO;
+	in->owed = calloc(words, sizeof(uint64_t));
+	if (!in->owed)
+		return -ENOMEM;
+	if (recv_body(c, in->owed, words * sizeof(uint64_t)))
+		return -EIO;
+	if (tail && (in->owed[words - 1] >> tail))
+		return -EPROTO;
+	return 0;
 }
 
 /* One record into RAM or a blob; 1 at the end. */
@@ -973,13 +1118,14 @@ static int recv_record(struct conn *c, struct vm *vm, struct incoming *in,
 		if (h.len != 8 + PAGE || recv_body(c, v, 8) || v[0] % PAGE ||
 		    v[0] >= vm->mem.ram_size)
 			break;
+		mark_touched(in, v[0] / PAGE);
 		return recv_body(c, vm->mem.base + v[0], PAGE) ? -EIO : 0;
 	case REC_ZERO:
 		if (h.len != sizeof(v) || recv_body(c, v, sizeof(v)) ||
 		    v[0] % PAGE || v[0] > vm->mem.ram_size ||
 		    v[1] > (vm->mem.ram_size - v[0]) / PAGE)
 			break;
-		memset(vm->mem.base + v[0], 0, v[1] * PAGE);
+		zero_touched(in, vm, v[0] / PAGE, v[1]);
 		return 0;
 	case REC_STATE:
 		if (recv_blob(c, h.len, &in->state, &in->state_len))
@@ -987,6 +1133,10 @@ static int recv_record(struct conn *c, struct vm *vm, struct incoming *in,
 		return 0;
 	case REC_DEVICES:
 		if (recv_blob(c, h.len, &in->devices, &in->devices_len))
+			break;
+		return 0;
+	case REC_OWED:
+		if (recv_owed(c, vm, h.len, in))
 			break;
 		return 0;
 	case REC_END:
@@ -1066,7 +1216,7 @@ static int recv_stream(struct conn *c, struct vm *vm, struct incoming *in,
  * let them go ('D'), restore the VM and the devices.
  */
 static int take_over(struct conn *c, struct machine *pc, struct vmstate *st,
-		     struct devstate *ds, struct err *e)
+		     struct devstate *ds, struct incoming *in, struct err *e)
 {
 	uint8_t a = 0;
 	int rc = send_ack(c, 'H');
@@ -1077,6 +1227,17 @@ static int take_over(struct conn *c, struct machine *pc, struct vmstate *st,
 		return err_set(e, rc ? rc : -EPROTO,
 			       "the source did not let its devices go (%s)",
 			       rc ? strerror(-rc) : "it gave up");
+	if (in->owed) {
+		/* nothing touched guest RAM yet: the owed pages go missing */
+		postcopy_chan_init(&c->pc, c->fd, c->key, c->keylen, c->session,
+				   false);
+		c->postcopy = true;
+		rc = postcopy_dest_start(&c->pcd, &c->pc, pc->vm.mem.base,
+					 pc->vm.mem.ram_size, in->owed, e);
+		in->owed = NULL;
+		if (rc)
+			return rc;
+	}
 	rc = devstate_acquire(pc, e);
 	if (!rc)
 		rc = vmstate_restore(&pc->vm, st, e);
@@ -1105,17 +1266,22 @@ int migrate_receive(struct machine *pc, const char *uri,
 		return rc;
 	}
 	conn_keys(c, s);
-	rc = recv_stream(c, &pc->vm, &in, e);
+	in.touched = calloc((pc->vm.mem.ram_size / PAGE + 63) / 64,
+			    sizeof(uint64_t));
+	rc = in.touched ? recv_stream(c, &pc->vm, &in, e) :
+			  err_set(e, -ENOMEM, "out of memory");
 	if (!rc)
 		rc = vmstate_decode(in.state, in.state_len, &st, e);
 	if (!rc)
 		rc = devstate_decode(pc, in.devices, in.devices_len, &ds, e);
 	if (!rc)
-		rc = take_over(c, pc, &st, ds, e);
+		rc = take_over(c, pc, &st, ds, &in, e);
 	vmstate_free(&st);
 	devstate_free(ds);
 	free(in.state);
 	free(in.devices);
+	free(in.owed);
+	free(in.touched);
 	if (rc) {
 		migrate_confirm(pc, (struct migrate_link *)c, false);
 		return rc;
@@ -1131,13 +1297,34 @@ void migrate_confirm(struct machine *pc, struct migrate_link *l, bool ok)
 
 	if (!c)
 		return;
+	if (c->postcopy && ok) {
+		double ms = 0;
+		uint64_t asked = 0;
+
+		if (postcopy_dest_run(c->pcd, &ms, &asked, &e))
+			pr_warn("%s", e.msg);
+		else
+			pr_info("post-copy: every page is here, %.1f ms after "
+				"the VM ran (%llu asked for by faults)",
+				ms, (unsigned long long)asked);
+		c->pcd = NULL;
+	}
+	if (c->postcopy && !ok) {
+		postcopy_dest_abort(c->pcd);
+		c->pcd = NULL;
+	}
 	if (!ok)
 		devstate_quiesce(pc);
 	if (!ok && devstate_release(pc, &e))
 		pr_warn("could not let the devices go: %s", e.msg);
-	if (send_ack(c, ok ? 'R' : 'F'))
+	if (c->postcopy && !ok &&
+	    postcopy_send(&c->pc, POSTCOPY_FAILED, 0, 0, NULL))
+		pr_warn("could not tell the migration source");
+	if (!c->postcopy && send_ack(c, ok ? 'R' : 'F'))
 		pr_warn("could not tell the migration source: %s",
 			strerror(errno));
+	if (c->postcopy)
+		postcopy_chan_destroy(&c->pc);
 	close(c->fd);
 	sodium_memzero(c, sizeof(*c));
 	free(c);

@@ -32,6 +32,12 @@ struct migrate_opts {
 	unsigned int bandwidth_mbps; /* pre-copy limit, MB/s (0: none) */
 	unsigned int max_rounds;     /* pre-copy rounds at most (0: 30) */
 	bool no_auto_converge;	     /* never throttle the vCPUs */
+	/*
+	 * Post-copy: one pre-copy pass, then the state, and the destination
+	 * runs at once, fetching the pages still owed on demand while the
+	 * rest follows in the background (postcopy.h).
+	 */
+	bool postcopy;
 };
 
 struct migrate_result {
@@ -43,6 +49,10 @@ struct migrate_result {
 	bool precopy;	  /* false: dirty logging was not available */
 	int throttle_pct; /* the most the vCPUs were slowed */
 	uint64_t device_bytes;
+	bool postcopy;	     /* the pages owed went after the switch */
+	uint64_t owed_pages; /* how many */
+	uint64_t requested;  /* of them, asked for by a fault */
+	double postcopy_ms;  /* the destination ran until the last came */
 };
 
 enum migrate_phase {
@@ -50,6 +60,7 @@ enum migrate_phase {
 	MIGRATE_SETUP,	   /* connecting, authenticating */
 	MIGRATE_PRECOPY,   /* RAM going over while the VM runs */
 	MIGRATE_STOPPED,   /* paused: last pages, state, hand-over */
+	MIGRATE_POSTCOPY,  /* the destination runs; pages follow */
 	MIGRATE_COMPLETED, /* the destination runs the VM */
 	MIGRATE_FAILED,	   /* the VM goes on here; error says why */
 };

@@ -24,6 +24,19 @@
  * guest_mem_log_write. release syncs the image and drops its flock; while
  * released nothing is popped (the destination may be created released,
  * activated, and only then acquire the image).
+ *
+ * Remote disks (--disk remote=tcp:HOST:PORT): the same slots and
+ * completion path, but a request goes to a `dvmm disk-serve` agent through
+ * the client of virtio/blk_remote.c (its send thread ships it, its receive
+ * thread calls blk_remote_done, which runs blk_complete under b->lock like
+ * a CQE); reads and writes go in pieces of at most BRP_MAX_DATA. b->rc is
+ * set while connected; lock order b->lock, then the client's lock. Release
+ * flushes and hangs up, acquire connects (waiting for the agent). The
+ * io_uring and its thread exist for both kinds (reset's wake-up, and
+ * device-switch, which moves a remote disk onto a local file: copy while
+ * the guest runs, noting the 1 MiB regions it writes meanwhile in a
+ * bitmap, then hold popping (b->switch_hold, apart from migration's
+ * quiesce), copy what is dirty, swap in the file's fd).
  */
 #include <endian.h>
 #include <errno.h>
@@ -43,9 +56,11 @@
 #include <unistd.h>
 
 #include <liburing.h>
+#include <sodium.h>
 
 #include "util/log.h"
 #include "util/thread.h"
+#include "virtio/blk_remote.h"
 #include "virtio/devices.h"
 
 /* Feature bits (5.2.3). */
@@ -79,6 +94,14 @@
 /* The used length is 32 bits: cap one request's data below 4 GiB. */
 #define BLK_MAX_DATA (UINT32_MAX - BLK_SECTOR_SIZE + 1)
 #define BLK_TAG_WAKE UINT64_MAX
+/* A remote disk: how long acquire waits for the agent (it may still wait
+ * for the image's lock). */
+#define BLK_CONNECT_MS 10000
+/* device-switch: copy unit, dirty-tracking granularity, and when to stop
+ * copying while the guest runs. */
+#define BLK_REGION BRP_MAX_DATA
+#define BLK_SWITCH_FINAL 4 /* regions left dirty: copy them paused */
+#define BLK_SWITCH_PASSES 8
 
 /* Device configuration layout (5.2.4), little-endian. */
 struct virtio_blk_config {
@@ -144,7 +167,10 @@ struct virtio_blk {
 	struct virtio_device vd;
 	char name[40]; /* "virtio-blk:" + image file name */
 	char *path;    /* as given, for messages */
-	int fd;
+	int fd;	       /* the image; -1 while the disk is remote */
+	char *remote;  /* --disk remote=URI: the agent; NULL: a local image */
+	uint8_t key[BRP_KEY_MAX];
+	size_t keylen;
 	bool readonly;
 	bool can_discard;	/* PUNCH_HOLE works on this image */
 	uint64_t capacity;	/* 512-byte sectors */
@@ -152,17 +178,23 @@ struct virtio_blk {
 	char id[BLK_ID_BYTES];
 	struct io_uring ring;
 
-	pthread_mutex_t lock; /* all below; taken before any vq->lock */
-	bool running;	      /* between activate and reset */
-	bool stopping;	      /* completion thread: drain, then exit */
-	bool starved;	      /* popping stopped: no free slot */
-	bool writethrough;    /* FLUSH not negotiated: RWF_DSYNC writes */
-	bool discard;	      /* DISCARD negotiated */
-	bool submit_pending;  /* SQEs prepared, not yet submitted */
-	bool broken;	      /* we asked for NEEDS_RESET: serve nothing */
-	bool report_broken;   /* ... and still have to tell the core */
-	bool quiesced;	      /* migration: pop nothing until resume */
-	bool released;	      /* the image's flock is not ours: pop nothing */
+	pthread_mutex_t lock;  /* all below; taken before any vq->lock */
+	bool running;	       /* between activate and reset */
+	bool stopping;	       /* completion thread: drain, then exit */
+	bool starved;	       /* popping stopped: no free slot */
+	bool writethrough;     /* FLUSH not negotiated: RWF_DSYNC writes */
+	bool discard;	       /* DISCARD negotiated */
+	bool submit_pending;   /* SQEs prepared, not yet submitted */
+	bool broken;	       /* we asked for NEEDS_RESET: serve nothing */
+	bool report_broken;    /* ... and still have to tell the core */
+	bool quiesced;	       /* migration: pop nothing until resume */
+	bool released;	       /* the image's flock is not ours: pop nothing */
+	struct brp_client *rc; /* remote backend connected (else io_uring) */
+	bool switching;	       /* device-switch under way */
+	bool switch_hold;      /* device-switch: pop nothing for a moment */
+	bool track;	       /* device-switch: note written regions */
+	uint8_t *dirty;	       /* bit per BLK_REGION written since copied */
+	uint64_t nregions, ndirty;
 	unsigned int after_unlock; /* blk_unlock work still under way */
 	pthread_cond_t idle;	   /* inflight or after_unlock went to 0 */
 	char broken_why[160];
@@ -314,14 +346,52 @@ static struct io_uring_sqe *blk_get_sqe(struct virtio_blk *b)
 	return sqe;
 }
 
+/*
+ * device-switch copies the remote disk while the guest writes to it: with
+ * b->lock held, note the regions a write or discard about to be sent
+ * touches (they are copied again).
+ */
+static void blk_track(struct virtio_blk *b, uint64_t off, uint64_t len)
+{
+	if (!b->track || !len)
+		return;
+	for (uint64_t i = off / BLK_REGION;
+	     i <= (off + len - 1) / BLK_REGION && i < b->nregions; i++) {
+		if (!(b->dirty[i / 8] & (1u << (i % 8)))) {
+			b->dirty[i / 8] |= (uint8_t)(1u << (i % 8));
+			b->ndirty++;
+		}
+	}
+}
+
+/* The remote backend: the next piece (at most BRP_MAX_DATA) of a slot. */
+static bool blk_remote_rw(struct virtio_blk *b, unsigned int slot)
+{
+	struct blk_req *r = &b->req[slot];
+	uint64_t len = r->data_len - r->data_done;
+	bool in = r->type == VIRTIO_BLK_T_IN;
+
+	if (len > BRP_MAX_DATA)
+		len = BRP_MAX_DATA;
+	if (!in)
+		blk_track(b, r->offset, len);
+	return brp_client_submit(b->rc, in ? BRP_READ : BRP_WRITE,
+				 !in && b->writethrough ? BRP_F_FUA : 0, slot,
+				 r->offset, len, &r->iov[r->iov_first],
+				 r->niov - r->iov_first) == 0;
+}
+
 /* Queue the (remaining) transfer of a read or write slot. */
 static bool blk_queue_rw(struct virtio_blk *b, unsigned int slot)
 {
 	struct blk_req *r = &b->req[slot];
-	struct io_uring_sqe *sqe = blk_get_sqe(b);
+	struct io_uring_sqe *sqe;
 	const struct iovec *iov = &r->iov[r->iov_first];
 	unsigned int n = r->niov - r->iov_first;
 
+	if (b->rc)
+		return blk_remote_rw(b, slot);
+	sqe = blk_get_sqe(b);
 	if (!sqe)
 		return false;
 	if (r->type == VIRTIO_BLK_T_IN)
@@ -400,6 +470,30 @@ static void blk_queue_simple(struct virtio_blk *b, const struct vq_chain *c,
 	r->status = status;
 	io_uring_sqe_set_data64(sqe, slot);
 	b->submit_pending = true;
+}
+
+/*
+ * A flush or discard for the remote backend; a refused submission
+ * completes at once (IOERR) like a failed one.
+ */
+static bool blk_remote_simple(struct virtio_blk *b, const struct vq_chain *c,
+			      uint32_t type, uint8_t *status, uint64_t off,
+			      uint64_t len)
+{
+	unsigned int slot = blk_take_slot(b);
+	struct blk_req *r = &b->req[slot];
+
+	r->head = c->head;
+	r->type = type;
+	r->status = status;
+	if (brp_client_submit(
+		    b->rc, type == VIRTIO_BLK_T_FLUSH ? BRP_FLUSH : BRP_DISCARD,
+		    0, slot, off, len, NULL, 0)) {
+		blk_put_slot(b, slot);
+		blk_finish_now(b, c, status, VIRTIO_BLK_S_IOERR, 1);
+		return true;
+	}
+	return false;
 }
 
 /*
@@ -482,6 +576,11 @@ static bool blk_start(struct virtio_blk *b, const struct vq_chain *c,
 		return true;
 
 	case VIRTIO_BLK_T_FLUSH:
+		if (b->rc) {
+			*pushed =
+				blk_remote_simple(b, c, hdr.type, status, 0, 0);
+			return true;
+		}
 		sqe = blk_get_sqe(b);
 		if (!sqe) {
 			blk_finish_now(b, c, status, VIRTIO_BLK_S_IOERR, 1);
@@ -507,6 +606,12 @@ static bool blk_start(struct virtio_blk *b, const struct vq_chain *c,
 		uint64_t off = 0, len = 0;
 
 		st = blk_check_discard(b, c, &off, &len);
+		if (st < 0 && b->rc) {
+			blk_track(b, off, len);
+			*pushed = blk_remote_simple(b, c, hdr.type, status, off,
+						    len);
+			return true;
+		}
 		if (st < 0) {
 			sqe = blk_get_sqe(b);
 			if (!sqe)
@@ -554,7 +659,7 @@ static bool blk_process(struct virtio_blk *b)
 	bool any_pushed = false;
 
 	while (b->running && !b->stopping && !b->broken && !b->quiesced &&
-	       !b->released) {
+	       !b->released && !b->switch_hold) {
 		bool pushed = false;
 		int r;
 
@@ -735,6 +840,60 @@ static void *blk_io_thread(void *arg)
 			break;
 	}
 	return NULL;
+}
+
+/* Wake the I/O thread (it ends once stopping and nothing is in flight). */
+static void blk_wake_io(struct virtio_blk *b)
+{
+	struct io_uring_sqe *sqe = blk_get_sqe(b);
+
+	if (sqe) {
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data64(sqe, BLK_TAG_WAKE);
+		b->submit_pending = true;
+	}
+	blk_submit(b);
+}
+
+/* Copy @len bytes from @data into the segments. */
+static void iov_scatter(const struct iovec *iov, unsigned int n,
+			const uint8_t *data, uint64_t len)
+{
+	for (unsigned int i = 0; i < n && len; i++) {
+		uint64_t k = iov[i].iov_len < len ? iov[i].iov_len : len;
+
+		memcpy(iov[i].iov_base, data, k);
+		data += k;
+		len -= k;
+	}
+}
+
+/*
+ * The remote backend finished request @id (a slot): the same completion
+ * path as a CQE (blk_complete), then serve what waits.
+ */
+static void blk_remote_done(void *opaque, uint64_t id, int res,
+			    const uint8_t *data, uint32_t len)
+{
+	struct virtio_blk *b = opaque;
+	struct blk_req *r;
+	bool pushed;
+
+	if (id >= BLK_MAX_INFLIGHT)
+		return;
+	pthread_mutex_lock(&b->lock);
+	r = &b->req[id];
+	if (r->type == VIRTIO_BLK_T_IN && res > 0 && data)
+		iov_scatter(&r->iov[r->iov_first], r->niov - r->iov_first, data,
+			    (uint64_t)res < len ? (uint64_t)res : len);
+	pushed = blk_complete(b, (unsigned int)id, res);
+	if (b->starved && b->nfree) {
+		b->starved = false;
+		pushed |= blk_process(b);
+	}
+	if (b->stopping && b->inflight == 0)
+		blk_wake_io(b);
+	blk_unlock(b, pushed && b->running);
 }
 
 /* Stop serving: wait for every request in flight, join the thread. */
@@ -973,6 +1132,80 @@ static int blk_lock_image(int fd, const char *path, bool readonly,
 }
 
 /*
+ * A remote disk lets go: the agent makes what was written durable, then
+ * the connection ends (the agent may then serve another client).
+ */
+static int blk_release_remote(struct virtio_blk *b, char *why, size_t why_len)
+{
+	struct brp_sync s = {.type = BRP_FLUSH};
+	struct brp_client *rc = b->rc;
+	int err = 0;
+
+	if (!b->readonly) {
+		err = brp_client_sync_start(rc, &s);
+		if (!err)
+			err = brp_client_sync_wait(rc, &s);
+	}
+	if (err) {
+		snprintf(why, why_len, "disk agent %s: flush failed: %s",
+			 b->remote, strerror(-err));
+		pthread_mutex_lock(&b->lock);
+		b->released = false;
+		pthread_mutex_unlock(&b->lock);
+		return err;
+	}
+	pthread_mutex_lock(&b->lock);
+	b->rc = NULL;
+	pthread_mutex_unlock(&b->lock);
+	brp_client_close(rc);
+	return 0;
+}
+
+/*
+ * Connect to the agent (waiting up to BLK_CONNECT_MS for it), check or
+ * learn the disk's size, start the client. With b->lock not held.
+ */
+static int blk_connect(struct virtio_blk *b, struct brp_client **out,
+		       struct err *e)
+{
+	struct brp_client *c;
+	uint64_t size;
+	unsigned int fl;
+	int rc;
+
+	rc = brp_client_connect(&c, b->remote, b->key, b->keylen,
+				BLK_CONNECT_MS, e);
+	if (rc)
+		return rc;
+	size = brp_client_size(c);
+	fl = brp_client_flags(c);
+	if (b->capacity && size >> BLK_SECTOR_SHIFT != b->capacity)
+		rc = err_set(e, -EINVAL,
+			     "disk agent %s serves %llu sectors, this disk has "
+			     "%llu",
+			     b->remote,
+			     (unsigned long long)(size >> BLK_SECTOR_SHIFT),
+			     (unsigned long long)b->capacity);
+	else if ((fl & BRP_F_READONLY) && !b->readonly)
+		rc = err_set(e, -EROFS,
+			     "disk agent %s serves its image read-only; add "
+			     ",readonly",
+			     b->remote);
+	if (!rc)
+		rc = brp_client_start(c, blk_remote_done, b, e);
+	if (rc) {
+		brp_client_close(c);
+		return rc;
+	}
+	if (!b->capacity) {
+		b->capacity = size >> BLK_SECTOR_SHIFT;
+		b->can_discard = !b->readonly && (fl & BRP_F_CAN_DISCARD);
+	}
+	*out = c;
+	return 0;
+}
+
+/*
  * Make what was written durable, then let another process lock the image.
  * Only with nothing in flight: quiesced, or not started.
  */
@@ -992,10 +1225,18 @@ static int blk_release(struct virtio_device *vd, char *why, size_t why_len)
 			 vd->name);
 		return -EBUSY;
 	}
+	if (b->switching) {
+		pthread_mutex_unlock(&b->lock);
+		snprintf(why, why_len, "%s: a device-switch is under way",
+			 vd->name);
+		return -EBUSY;
+	}
 	/* From here on nothing is popped even if someone kicks. */
 	b->released = true;
 	pthread_mutex_unlock(&b->lock);
 
+	if (b->rc)
+		return blk_release_remote(b, why, why_len);
 	if (!b->readonly && fdatasync(b->fd) < 0) {
 		rc = -errno;
 		snprintf(why, why_len, "disk image %s: fdatasync: %s", b->path,
@@ -1016,6 +1257,7 @@ static int blk_release(struct virtio_device *vd, char *why, size_t why_len)
 static int blk_acquire(struct virtio_device *vd, char *why, size_t why_len)
 {
 	struct virtio_blk *b = to_blk(vd);
+	struct brp_client *client = NULL;
 	struct err e = {0};
 	bool released;
 	int rc;
@@ -1025,12 +1267,17 @@ static int blk_acquire(struct virtio_device *vd, char *why, size_t why_len)
 	pthread_mutex_unlock(&b->lock);
 	if (!released)
 		return 0;
-	rc = blk_lock_image(b->fd, b->path, b->readonly, &e);
+	if (b->remote)
+		rc = blk_connect(b, &client, &e);
+	else
+		rc = blk_lock_image(b->fd, b->path, b->readonly, &e);
 	if (rc) {
 		snprintf(why, why_len, "%s", e.msg);
 		return rc;
 	}
 	pthread_mutex_lock(&b->lock);
+	if (b->remote)
+		b->rc = client;
 	b->released = false;
 	/* Activated while released (an incoming migration): serve now. */
 	if (!b->quiesced) {
@@ -1113,8 +1360,21 @@ static int blk_open(struct virtio_blk *b, const char *path, bool readonly,
 	return 0;
 }
 
-int virtio_blk_create(struct virtio_blk **out, const struct guest_mem *mem,
-		      const char *path, bool readonly, unsigned int flags,
+/* The image or the agent behind a new device. */
+static int blk_open_backend(struct virtio_blk *b, const char *path,
+			    bool readonly, struct err *e)
+{
+	if (!b->remote)
+		return blk_open(b, path, readonly, !b->released, e);
+	if (b->released)
+		return 0; /* acquire connects */
+	return blk_connect(b, &b->rc, e);
+}
+
+/* @path: the image, or with @remote the agent's tcp:HOST:PORT. */
+static int blk_create(struct virtio_blk **out, const struct guest_mem *mem,
+		      const char *path, bool remote, const uint8_t *key,
+		      size_t keylen, bool readonly, unsigned int flags,
 		      struct err *e)
 {
 	struct virtio_blk *b;
@@ -1128,6 +1388,11 @@ int virtio_blk_create(struct virtio_blk **out, const struct guest_mem *mem,
 	if (flags & ~VIRTIO_CREATE_RELEASED)
 		return err_set(e, -EINVAL, "virtio-blk: unknown flags %#x",
 			       flags);
+	if (remote && (!key || keylen < BRP_KEY_MIN || keylen > BRP_KEY_MAX))
+		return err_set(e, -EINVAL,
+			       "virtio-blk %s: a remote disk needs the shared "
+			       "secret (--migration-secret)",
+			       path);
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return err_set(e, -ENOMEM, "virtio-blk: out of memory");
@@ -1135,8 +1400,13 @@ int virtio_blk_create(struct virtio_blk **out, const struct guest_mem *mem,
 	b->readonly = readonly;
 	b->released = flags & VIRTIO_CREATE_RELEASED;
 	b->path = strdup(path);
+	if (remote) {
+		b->remote = strdup(path);
+		memcpy(b->key, key, keylen);
+		b->keylen = keylen;
+	}
 	b->req = calloc(BLK_MAX_INFLIGHT, sizeof(*b->req));
-	if (!b->req || !b->path) {
+	if (!b->req || !b->path || (remote && !b->remote)) {
 		rc = err_set(e, -ENOMEM, "virtio-blk: out of memory");
 		goto fail;
 	}
@@ -1156,7 +1426,7 @@ int virtio_blk_create(struct virtio_blk **out, const struct guest_mem *mem,
 		goto fail;
 	}
 	cond_ok = true;
-	rc = blk_open(b, path, readonly, !b->released, e);
+	rc = blk_open_backend(b, path, readonly, e);
 	if (rc)
 		goto fail;
 	blk_make_id(b, path);
@@ -1167,7 +1437,7 @@ int virtio_blk_create(struct virtio_blk **out, const struct guest_mem *mem,
 		goto fail;
 	}
 	ring_ok = true;
-	base = strrchr(path, '/');
+	base = remote ? NULL : strrchr(path, '/');
 	snprintf(b->name, sizeof(b->name), "virtio-blk:%s",
 		 base && base[1] ? base + 1 : path);
 	rc = virtio_device_init(
@@ -1182,6 +1452,7 @@ int virtio_blk_create(struct virtio_blk **out, const struct guest_mem *mem,
 	return 0;
 
 fail:
+	brp_client_close(b->rc);
 	if (ring_ok)
 		io_uring_queue_exit(&b->ring);
 	if (b->fd >= 0)
@@ -1192,8 +1463,262 @@ fail:
 		pthread_mutex_destroy(&b->lock);
 	free(b->req);
 	free(b->path);
+	free(b->remote);
+	sodium_memzero(b->key, sizeof(b->key));
 	free(b);
 	return rc;
+}
+
+int virtio_blk_create(struct virtio_blk **out, const struct guest_mem *mem,
+		      const char *path, bool readonly, unsigned int flags,
+		      struct err *e)
+{
+	return blk_create(out, mem, path, false, NULL, 0, readonly, flags, e);
+}
+
+int virtio_blk_create_remote(struct virtio_blk **out,
+			     const struct guest_mem *mem, const char *uri,
+			     const uint8_t *key, size_t keylen, bool readonly,
+			     unsigned int flags, struct err *e)
+{
+	return blk_create(out, mem, uri, true, key, keylen, readonly, flags, e);
+}
+
+/* ---- device-switch: from the remote disk to a local copy ---- */
+
+static bool blk_dirty_take(struct virtio_blk *b, uint64_t i)
+{
+	if (!(b->dirty[i / 8] & (1u << (i % 8))))
+		return false;
+	b->dirty[i / 8] &= (uint8_t) ~(1u << (i % 8));
+	b->ndirty--;
+	return true;
+}
+
+static bool all_zero(const uint8_t *p, size_t len)
+{
+	return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
+}
+
+/*
+ * Copy every dirty region from the agent into @fd. A region's bit is
+ * cleared and its READ queued under b->lock, so a guest write queued
+ * before it is in the image when the agent (which serves in order) reads,
+ * and one queued after sets the bit again. @sparse: @fd holds zeros where
+ * nothing was copied yet (all-zero regions need no write).
+ */
+static int blk_copy_dirty(struct virtio_blk *b, int fd, uint8_t *buf,
+			  bool sparse, struct err *e)
+{
+	uint64_t bytes = b->capacity << BLK_SECTOR_SHIFT;
+
+	for (uint64_t i = 0; i < b->nregions; i++) {
+		uint64_t off = i * BLK_REGION;
+		struct brp_sync s = {.type = BRP_READ,
+				     .offset = off,
+				     .length = bytes - off < BLK_REGION ?
+						       bytes - off :
+						       BLK_REGION,
+				     .buf = buf};
+		bool take;
+		int rc = 0;
+
+		pthread_mutex_lock(&b->lock);
+		take = blk_dirty_take(b, i);
+		if (take)
+			rc = brp_client_sync_start(b->rc, &s);
+		pthread_mutex_unlock(&b->lock);
+		if (!take)
+			continue;
+		if (!rc)
+			rc = brp_client_sync_wait(b->rc, &s);
+		if (rc)
+			return err_set(e, rc,
+				       "reading the remote disk at %llu: %s",
+				       (unsigned long long)off, strerror(-rc));
+		if (sparse && all_zero(buf, s.length))
+			continue;
+		for (uint64_t done = 0; done < s.length;) {
+			ssize_t n = pwrite(fd, buf + done, s.length - done,
+					   (off_t)(off + done));
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return err_set(e, n < 0 ? -errno : -EIO,
+					       "writing the local copy: %s",
+					       n < 0 ? strerror(errno) :
+						       "short write");
+			done += (uint64_t)n;
+		}
+	}
+	return 0;
+}
+
+/* Open, lock and size the local copy. */
+static int blk_open_copy(struct virtio_blk *b, const char *path, int *out,
+			 struct err *e)
+{
+	uint64_t bytes = b->capacity << BLK_SECTOR_SHIFT, size = 0;
+	struct stat st;
+	int fd, rc;
+
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return err_set(e, -errno, "%s: %s", path, strerror(errno));
+	rc = blk_lock_image(fd, path, false, e);
+	if (!rc && fstat(fd, &st) < 0)
+		rc = err_set(e, -errno, "%s: %s", path, strerror(errno));
+	if (!rc && S_ISREG(st.st_mode)) {
+		/* Empty, then the size: zeros everywhere, holes mostly. */
+		if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)bytes) < 0)
+			rc = err_set(e, -errno, "%s: %s", path,
+				     strerror(errno));
+	} else if (!rc && S_ISBLK(st.st_mode)) {
+		if (ioctl(fd, BLKGETSIZE64, &size) < 0)
+			rc = err_set(e, -errno, "%s: %s", path,
+				     strerror(errno));
+		else if (size != bytes)
+			rc = err_set(e, -EINVAL,
+				     "%s holds %llu bytes, the disk %llu", path,
+				     (unsigned long long)size,
+				     (unsigned long long)bytes);
+	} else if (!rc) {
+		rc = err_set(e, -EINVAL,
+			     "%s is not a regular file or block device", path);
+	}
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	*out = fd;
+	return 0;
+}
+
+/* Wait, with b->lock held, until nothing is in flight or on its way out. */
+static void blk_wait_idle(struct virtio_blk *b)
+{
+	while (b->inflight || b->after_unlock)
+		pthread_cond_wait(&b->idle, &b->lock);
+}
+
+/* Give up a device-switch: the remote disk goes on serving. */
+static void blk_switch_abort(struct virtio_blk *b)
+{
+	pthread_mutex_lock(&b->lock);
+	b->track = false;
+	b->switching = false;
+	free(b->dirty);
+	b->dirty = NULL;
+	if (b->switch_hold) {
+		b->switch_hold = false;
+		blk_kick_locked(b);
+		return;
+	}
+	pthread_mutex_unlock(&b->lock);
+}
+
+int virtio_blk_switch(struct virtio_blk *b, const char *path,
+		      struct virtio_blk_switch_stats *st, struct err *e)
+{
+	struct brp_client *old;
+	uint64_t t0 = 0, t1;
+	uint8_t *buf = NULL;
+	char *newpath = NULL;
+	int fd = -1, rc = 0;
+	struct timespec ts;
+
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&b->lock);
+	if (!b->rc || b->released)
+		rc = err_set(e, -EINVAL, "%s is not served by a disk agent%s",
+			     b->vd.name, b->released ? " now" : "");
+	else if (b->switching)
+		rc = err_set(e, -EBUSY, "a device-switch of %s is under way",
+			     b->vd.name);
+	if (!rc) {
+		b->nregions =
+			((b->capacity << BLK_SECTOR_SHIFT) + BLK_REGION - 1) /
+			BLK_REGION;
+		b->dirty = malloc((b->nregions + 7) / 8);
+		if (!b->dirty)
+			rc = err_set(e, -ENOMEM, "out of memory");
+	}
+	if (!rc) {
+		memset(b->dirty, 0xff, (b->nregions + 7) / 8);
+		b->ndirty = b->nregions;
+		b->dirty[(b->nregions - 1) / 8] =
+			(uint8_t)(0xffu >> ((8 - b->nregions % 8) % 8));
+		b->track = true;
+		b->switching = true;
+	}
+	pthread_mutex_unlock(&b->lock);
+	if (rc)
+		return rc;
+
+	buf = malloc(BLK_REGION);
+	newpath = strdup(path);
+	if (!buf || !newpath)
+		rc = err_set(e, -ENOMEM, "out of memory");
+	if (!rc)
+		rc = blk_open_copy(b, path, &fd, e);
+	/* While the guest runs: copy, then what it wrote meanwhile. */
+	for (uint64_t pass = 0, before = UINT64_MAX; !rc; pass++) {
+		uint64_t left;
+
+		pthread_mutex_lock(&b->lock);
+		left = b->ndirty;
+		pthread_mutex_unlock(&b->lock);
+		/* Few left, or the guest dirties as fast as we copy. */
+		if (left <= BLK_SWITCH_FINAL || pass >= BLK_SWITCH_PASSES ||
+		    (pass >= 2 && left >= before))
+			break;
+		before = left;
+		rc = blk_copy_dirty(b, fd, buf, pass == 0, e);
+		st->passes++;
+	}
+	/* The guest waits: the rest, then the local image takes over. */
+	if (!rc) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		t0 = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+		pthread_mutex_lock(&b->lock);
+		b->switch_hold = true;
+		blk_wait_idle(b);
+		st->final_regions = b->ndirty;
+		pthread_mutex_unlock(&b->lock);
+		rc = blk_copy_dirty(b, fd, buf, false, e);
+	}
+	if (!rc && fdatasync(fd) < 0)
+		rc = err_set(e, -errno, "%s: fdatasync: %s", path,
+			     strerror(errno));
+	free(buf);
+	if (rc) {
+		if (fd >= 0)
+			close(fd);
+		free(newpath);
+		blk_switch_abort(b);
+		return rc;
+	}
+	pthread_mutex_lock(&b->lock);
+	old = b->rc;
+	b->rc = NULL;
+	b->fd = fd;
+	free(b->path);
+	b->path = newpath;
+	free(b->remote);
+	b->remote = NULL;
+	b->track = false;
+	b->switching = false;
+	free(b->dirty);
+	b->dirty = NULL;
+	b->switch_hold = false;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	t1 = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	st->paused_us = (t1 - t0) / 1000;
+	blk_kick_locked(b);
+	/* Nothing is in flight to the agent: just hang up. */
+	brp_client_close(old);
+	return 0;
 }
 
 struct virtio_device *virtio_blk_device(struct virtio_blk *b)
@@ -1210,12 +1735,24 @@ void virtio_blk_get_stats(struct virtio_blk *b, struct virtio_blk_stats *s)
 
 void virtio_blk_destroy(struct virtio_blk *b)
 {
+	struct brp_client *rc;
+
 	if (!b)
 		return;
+	/* A remote disk: requests in flight fail rather than wait. */
+	pthread_mutex_lock(&b->lock);
+	rc = b->rc;
+	b->rc = NULL;
+	pthread_mutex_unlock(&b->lock);
+	brp_client_close(rc);
 	blk_stop(b);
 	virtio_device_destroy(&b->vd);
 	io_uring_queue_exit(&b->ring);
-	close(b->fd);
+	if (b->fd >= 0)
+		close(b->fd);
+	free(b->remote);
+	free(b->dirty);
+	sodium_memzero(b->key, sizeof(b->key));
 	pthread_cond_destroy(&b->idle);
 	pthread_mutex_destroy(&b->lock);
 	free(b->req);

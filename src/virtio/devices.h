@@ -70,6 +70,34 @@ static inline void virtio_log_chain_write(const struct guest_mem *mem,
 int virtio_blk_create(struct virtio_blk **out, const struct guest_mem *mem,
 		      const char *path, bool readonly, unsigned int flags,
 		      struct err *e);
+/*
+ * --disk remote=tcp:HOST:PORT[,readonly]: the disk is an image served by a
+ * `dvmm disk-serve` agent (virtio/blk_remote.h), authenticated with @key
+ * (the migration secret). Connects now (waiting up to 10 s for the agent)
+ * and takes the capacity from it, or with VIRTIO_CREATE_RELEASED at
+ * acquire; release flushes and hangs up.
+ */
+int virtio_blk_create_remote(struct virtio_blk **out,
+			     const struct guest_mem *mem, const char *uri,
+			     const uint8_t *key, size_t keylen, bool readonly,
+			     unsigned int flags, struct err *e);
+
+struct virtio_blk_switch_stats {
+	unsigned int passes;	/* copies while the guest ran */
+	uint64_t final_regions; /* 1 MiB regions copied with it waiting */
+	uint64_t paused_us;	/* the guest's requests waited this long */
+};
+
+/*
+ * Device dynamic exchange: copy a remote disk into the local file @path
+ * (created, or truncated to the disk's size; locked) while the guest goes
+ * on using it, copying again what it writes meanwhile; then hold its
+ * requests for a moment, copy the rest, serve from @path with io_uring and
+ * hang up on the agent. On failure the remote disk goes on serving.
+ * Blocks until done; not while a migration uses the device.
+ */
+int virtio_blk_switch(struct virtio_blk *b, const char *path,
+		      struct virtio_blk_switch_stats *st, struct err *e);
 struct virtio_device *virtio_blk_device(struct virtio_blk *b);
 void virtio_blk_get_stats(struct virtio_blk *b, struct virtio_blk_stats *s);
 void virtio_blk_destroy(struct virtio_blk *b);

@@ -326,3 +326,72 @@ t_migrate_dirty_ring() {
 		fail "no pre-copy round: $(cat "$TMP/m")" || return 1
 	mig_finish dirty
 }
+
+# ---- post-copy ----
+
+# A guest dirtying 64 MiB as fast as it can moves with --postcopy: one
+# pre-copy pass, a short pause for the state, then the pages it still
+# needs come on demand and in the background; it finds every page right.
+t_migrate_postcopy_dirty() {
+	mig_start "" "" 127.0.0.1 --memory 256M --kernel "$GUEST" \
+		--cmdline "tests=dirty dirty_mb=64 dirty_secs=10"
+	wait_for "grep -q '^INFO cpus' $TMP/out" 60 "the guest" || return 1
+	sleep 1
+	mig_move --postcopy || return 1
+	grep -q '"postcopy": true' "$TMP/m" && grep -q '"postcopy_ms"' "$TMP/m" &&
+		grep -q '"owed_pages": [1-9]' "$TMP/m" ||
+		fail "no post-copy: $(cat "$TMP/m")" || return 1
+	[ -n "$DOWNTIME" ] && [ "$DOWNTIME" -lt 1000 ] ||
+		fail "downtime ${DOWNTIME:-missing} ms: $(cat "$TMP/m")" ||
+		return 1
+	mig_finish dirty
+}
+
+# Disk writes going on while the VM moves with --postcopy: the virtio-blk
+# thread on the destination blocks in faults on missing pages like the
+# vCPUs; the image holds every acknowledged write.
+t_migrate_postcopy_blk() {
+	truncate -s 8M "$TMP/disk.img"
+	mig_start "" "" 127.0.0.1 --memory 128M --kernel "$GUEST" \
+		--disk "$TMP/disk.img" \
+		--cmdline "tests=blkstream bs_secs=6 bs_seed=7"
+	wait_for "[ \"\$(kicks $TMP/src.sock)\" -gt 50 ] 2>/dev/null" 60 \
+		"disk writes under way" || return 1
+	mig_move --postcopy || return 1
+	grep -q '"postcopy": true' "$TMP/m" ||
+		fail "no post-copy: $(cat "$TMP/m")" || return 1
+	mig_finish blkstream || return 1
+	w=$(grep -o 'INFO blkstream writes=[0-9]*' "$TMP/dst" | cut -d= -f2)
+	b=$(grep -o 'INFO blkstream.* blocks=[0-9]*' "$TMP/dst" |
+		grep -o 'blocks=[0-9]*' | cut -d= -f2)
+	"$TOOLS/blkstream_check" "$TMP/disk.img" 7 "${b:-256}" "${w:-0}" \
+		>"$TMP/chk" 2>&1 || fail "image: $(cat "$TMP/chk")"
+}
+
+# The source dies (kill -9) in the post-copy, which a bandwidth limit
+# makes last: the destination cannot go on and stops with one clear line
+# and a non-zero status instead of hanging.
+t_migrate_postcopy_source_killed() {
+	mig_start "" "" 127.0.0.1 --memory 128M --kernel "$GUEST" \
+		--cmdline "tests=dirty,idle dirty_mb=32 dirty_secs=4"
+	wait_for "grep -q '^INFO cpus' $TMP/out" 60 "the guest" || return 1
+	"$DVMM" ctl "$TMP/src.sock" migrate "$MIG_URI" --postcopy \
+		--bandwidth 4 >"$TMP/m" 2>&1 &
+	ctl=$!
+	wait_for "$DVMM ctl $TMP/src.sock migrate-status 2>/dev/null | grep -q '\"status\": \"post-copy\"'" \
+		60 "migrate-status showing the post-copy" || return 1
+	"$DVMM" ctl "$TMP/src.sock" migrate-status >"$TMP/st" 2>&1
+	grep -q '"pages_left": [1-9]' "$TMP/st" ||
+		fail "status: $(cat "$TMP/st")" || return 1
+	kill -KILL "$src"
+	wait "$src" 2>/dev/null
+	wait "$ctl" 2>/dev/null
+	pid=$dst
+	wait_exit "$dst" 30 || return 1
+	[ "$RC" != 0 ] || fail "the destination ended with 0" || return 1
+	grep -q '^dvmm: post-copy migration failed: .*cannot go on' \
+		"$TMP/dst" || fail "destination: $(tail -3 "$TMP/dst")" ||
+		return 1
+	[ "$(grep -c '^dvmm:' "$TMP/dst")" = 1 ] ||
+		fail "more than one line: $(grep '^dvmm:' "$TMP/dst")"
+}

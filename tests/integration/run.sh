@@ -267,6 +267,8 @@ t_virtio_bad_options() {
 
 . "$(dirname "$0")/migration.sh"
 
+. "$(dirname "$0")/remote_disk.sh"
+
 . "$(dirname "$0")/linux.sh"
 
 . "$(dirname "$0")/dsm.sh"

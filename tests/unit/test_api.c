@@ -294,6 +294,75 @@ static void test_error_text_mapping(void **state)
 		     "cannot pause the VM in its current state");
 }
 
+/* device-switch: what the op receives, and what the API refuses. */
+struct fake_switch {
+	char device[64], path[128];
+	int calls, rc;
+};
+
+static int fake_device_switch(void *ctx, const char *device, const char *path,
+			      json_t **out, char *why, size_t whylen)
+{
+	struct fake_switch *s = ctx;
+
+	s->calls++;
+	snprintf(s->device, sizeof(s->device), "%s", device);
+	snprintf(s->path, sizeof(s->path), "%s", path);
+	if (s->rc) {
+		snprintf(why, whylen, "disk agent gone");
+		return s->rc;
+	}
+	*out = json_pack("{s:s, s:f}", "device", "virtio-blk:x", "paused_ms",
+			 1.5);
+	return 0;
+}
+
+static void test_device_switch_request(void **state)
+{
+	struct fake_switch sw = {0};
+	struct api_ops ops = {.device_switch = fake_device_switch, .ctx = &sw};
+	struct api_ops none = {0};
+	json_t *reply;
+
+	(void)state;
+	reply = handle(&ops, "{\"cmd\":\"device-switch\",\"device\":\"0\","
+			     "\"path\":\"/srv/local.img\"}");
+	check_ok(reply);
+	assert_string_equal(json_string_value(json_object_get(reply, "device")),
+			    "virtio-blk:x");
+	json_decref(reply);
+	assert_int_equal(sw.calls, 1);
+	assert_string_equal(sw.device, "0");
+	assert_string_equal(sw.path, "/srv/local.img");
+
+	expect_error(&ops, "{\"cmd\":\"device-switch\",\"device\":\"0\"}",
+		     "device-switch needs \"device\" (a disk's index or "
+		     "name) and \"path\" (the local copy)");
+	expect_error(&ops, "{\"cmd\":\"device-switch\",\"path\":\"/x\"}",
+		     "device-switch needs \"device\" (a disk's index or "
+		     "name) and \"path\" (the local copy)");
+	expect_error(&ops,
+		     "{\"cmd\":\"device-switch\",\"device\":0,\"path\":\"/x\"}",
+		     "device-switch needs \"device\" (a disk's index or "
+		     "name) and \"path\" (the local copy)");
+	expect_error(
+		&ops,
+		"{\"cmd\":\"device-switch\",\"device\":\"\",\"path\":\"/x\"}",
+		"device-switch needs \"device\" (a disk's index or "
+		"name) and \"path\" (the local copy)");
+	assert_int_equal(sw.calls, 1);
+	sw.rc = -EIO;
+	expect_error(&ops,
+		     "{\"cmd\":\"device-switch\",\"device\":\"virtio-blk:x\","
+		     "\"path\":\"/x\"}",
+		     "cannot switch the device: disk agent gone");
+	assert_string_equal(sw.device, "virtio-blk:x");
+	expect_error(
+		&none,
+		"{\"cmd\":\"device-switch\",\"device\":\"0\",\"path\":\"/x\"}",
+		"cannot switch the device: not supported here");
+}
+
 static void test_missing_ops(void **state)
 {
 	struct api_ops none = {0};
@@ -905,17 +974,20 @@ static void test_ctl_usage(void **state)
 	static const char usage[] =
 		"usage: dvmm ctl SOCKET status|pause|resume|stop|stats\n"
 		"       dvmm ctl SOCKET migrate tcp:HOST:PORT [--downtime MS] "
-		"[--bandwidth MBPS]\n"
-		"       dvmm ctl SOCKET migrate-status\n";
+		"[--bandwidth MBPS] [--postcopy]\n"
+		"       dvmm ctl SOCKET migrate-status\n"
+		"       dvmm ctl SOCKET device-switch DEVICE PATH\n";
 	struct fixture *f = *state;
 	char *few[] = {"ctl", f->path, NULL};
 	char *many[] = {"ctl", f->path, "status", "now", NULL};
 	char *help[] = {"ctl", "--help", NULL};
 	char *mig[] = {"ctl", f->path, "migrate", NULL};
-	char *bad_opt[] = {"ctl", f->path, "migrate", "tcp:h:1", "--downtime",
-			   "0", NULL};
-	char *odd_opt[] = {"ctl", f->path, "migrate", "tcp:h:1", "--fast",
-			   NULL};
+	char *bad_opt[] = {"ctl",	 f->path, "migrate", "tcp:h:1",
+			   "--downtime", "0",	  NULL};
+	char *odd_opt[] = {"ctl",     f->path,	"migrate",
+			   "tcp:h:1", "--fast", NULL};
+	char *sw_short[] = {"ctl", f->path, "device-switch", "0", NULL};
+	char *sw_long[] = {"ctl", f->path, "device-switch", "0", "/x", "y", 0};
 	struct ctl_result r;
 
 	run_ctl(f, &r, 2, few);
@@ -933,6 +1005,12 @@ static void test_ctl_usage(void **state)
 	assert_int_equal(r.rc, 2);
 	assert_string_equal(r.err, usage);
 	run_ctl(f, &r, 5, odd_opt);
+	assert_int_equal(r.rc, 2);
+	assert_string_equal(r.err, usage);
+	run_ctl(f, &r, 4, sw_short); /* device-switch without a path */
+	assert_int_equal(r.rc, 2);
+	assert_string_equal(r.err, usage);
+	run_ctl(f, &r, 6, sw_long);
 	assert_int_equal(r.rc, 2);
 	assert_string_equal(r.err, usage);
 }
@@ -965,6 +1043,7 @@ int main(void)
 		T(test_stop),
 		T(test_error_text_mapping),
 		T(test_missing_ops),
+		T(test_device_switch_request),
 		T(test_bad_input),
 		T(test_unknown_long_utf8_command),
 		T(test_socket_round_trip),

@@ -7,11 +7,15 @@
  * are posted and kicked with ops->queue_kick, and the test waits (with a
  * timeout, never a sleep) for the used entries.
  *
+ * Remote disks talk to a disk agent (blk_remote.c's brp_serve) in a thread
+ * of the test over loopback TCP, device-switch included.
+ *
  * The net tests need /dev/net/tun and CAP_NET_ADMIN and are skipped
  * without them; they watch the tap from the host side with an AF_PACKET
  * socket.
  */
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_ether.h>
@@ -40,6 +44,7 @@
 #include "core/guest_mem.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "virtio/blk_remote.h"
 #include "virtio/devices.h"
 #include "virtio/virtio.h"
 #include "virtio/virtqueue.h"
@@ -1264,7 +1269,10 @@ static void test_blk_quiesce_in_flight(void **state)
 	h->vd->ops->quiesce(h->vd);
 
 	h->vd->ops->resume(h->vd);
-	assert_true(wait_used(h, 0, N + 1 - used));
+	if (!wait_used(h, 0, N + 1 - used))
+		fail_msg("used %u taken %u now used %u avail %u st %u", used,
+			 taken, used_idx(&h->ring[0]), last_avail(h, 0),
+			 *status[N]);
 	for (int i = 0; i <= N; i++)
 		assert_int_equal(*status[i], BLK_S_OK);
 }
@@ -2691,6 +2699,339 @@ static void test_quiesce_not_activated(void **state)
 	stop_device(h);
 }
 
+/* ---- virtio-blk on a remote disk (blk_remote.c's agent in a thread) ---- */
+
+static const uint8_t agent_key[32] = "remote-disk-test-key-0123456789";
+
+struct agent {
+	int lfd, stop[2];
+	uint16_t port;
+	char path[64];
+	struct brp_image img;
+	int clients;
+	pthread_t t;
+};
+
+/* Serve clients one after the other until told to stop. */
+static void *agent_thread(void *arg)
+{
+	struct agent *a = arg;
+
+	for (;;) {
+		struct pollfd p[2] = {{.fd = a->lfd, .events = POLLIN},
+				      {.fd = a->stop[0], .events = POLLIN}};
+		struct err e = {0};
+		bool authed;
+		int fd;
+
+		if (poll(p, 2, -1) < 0 || p[1].revents)
+			break;
+		fd = accept(a->lfd, NULL, NULL);
+		if (fd < 0)
+			continue;
+		__atomic_add_fetch(&a->clients, 1, __ATOMIC_SEQ_CST);
+		if (brp_serve(fd, &a->img, agent_key, sizeof(agent_key),
+			      a->stop[0], &authed, &e) == -EINTR) {
+			close(fd);
+			break;
+		}
+		close(fd);
+	}
+	return NULL;
+}
+
+static void agent_start(struct agent *a, uint64_t size)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sin);
+
+	memset(a, 0, sizeof(*a));
+	snprintf(a->path, sizeof(a->path), "/tmp/dvmm-agent-XXXXXX");
+	a->img.fd = mkstemp(a->path);
+	assert_true(a->img.fd >= 0);
+	assert_int_equal(ftruncate(a->img.fd, (off_t)size), 0);
+	a->img.size = size;
+	a->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(a->lfd >= 0);
+	assert_int_equal(bind(a->lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(a->lfd, 4), 0);
+	assert_int_equal(getsockname(a->lfd, (struct sockaddr *)&sin, &len), 0);
+	a->port = ntohs(sin.sin_port);
+	assert_int_equal(pipe(a->stop), 0);
+	assert_int_equal(pthread_create(&a->t, NULL, agent_thread, a), 0);
+}
+
+static void agent_stop(struct agent *a)
+{
+	assert_int_equal(write(a->stop[1], "x", 1), 1);
+	pthread_join(a->t, NULL);
+	close(a->lfd);
+	close(a->stop[0]);
+	close(a->stop[1]);
+	close(a->img.fd);
+	unlink(a->path);
+}
+
+static void remote_start(struct harness *h, struct agent *a)
+{
+	struct virtio_device *vd;
+	struct err e = {0};
+	char uri[64];
+
+	snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%u", a->port);
+	assert_int_equal(virtio_blk_create_remote(&h->blk, &h->mem, uri,
+						  agent_key, sizeof(agent_key),
+						  false, 0, &e),
+			 0);
+	vd = virtio_blk_device(h->blk);
+	start_device(h, vd, vd->ops->features(vd));
+}
+
+static void remote_end(struct harness *h, struct agent *a)
+{
+	stop_device(h);
+	virtio_blk_destroy(h->blk);
+	h->blk = NULL;
+	h->vd = NULL;
+	agent_stop(a);
+}
+
+/* Reads, writes (one of 2 MiB: two protocol messages), flush, errors. */
+static void test_blk_remote_rw(void **state)
+{
+	struct harness *h = *state;
+	enum { BIG = 2 << 20 };
+	uint64_t w = galloc_page(h, BIG), r = galloc_page(h, BIG);
+	uint8_t cfg[8], *file = malloc(BIG);
+	struct virtio_blk_stats st;
+	struct agent a;
+	uint64_t cap;
+	uint32_t used;
+
+	assert_non_null(file);
+	agent_start(&a, 4 << 20);
+	remote_start(h, &a);
+	h->vd->ops->config_read(h->vd, 0, cfg, 8);
+	memcpy(&cap, cfg, 8);
+	assert_int_equal(le64toh(cap), (4 << 20) / 512);
+	fill_pattern(gptr(h, w, BIG), BIG, 5);
+	assert_int_equal(blk_do(h, BLK_T_OUT, 2048, w, BIG, NULL), BLK_S_OK);
+	assert_int_equal(blk_do(h, BLK_T_FLUSH, 0, 0, 0, NULL), BLK_S_OK);
+	assert_int_equal(blk_do(h, BLK_T_IN, 2048, r, BIG, &used), BLK_S_OK);
+	assert_int_equal(used, BIG + 1);
+	assert_memory_equal(gptr(h, r, BIG), gptr(h, w, BIG), BIG);
+	assert_int_equal(pread(a.img.fd, file, BIG, 1 << 20), BIG);
+	assert_memory_equal(file, gptr(h, w, BIG), BIG);
+	/* past the end: refused by the device, the agent never asked */
+	assert_int_equal(
+		blk_do(h, BLK_T_IN, (4 << 20) / 512 - 1, r, 1024, NULL),
+		BLK_S_IOERR);
+	virtio_blk_get_stats(h->blk, &st);
+	assert_int_equal(st.writes, 1);
+	assert_int_equal(st.reads, 1);
+	assert_int_equal(st.flushes, 1);
+	/* a reset with remote requests in flight waits for them, then the
+	 * device serves again */
+	for (int i = 0; i < 60; i++)
+		blk_post(h, BLK_T_OUT, (uint64_t)i * 64, w, 32768, false);
+	kick(h, 0);
+	restart_device(h);
+	assert_int_equal(blk_do(h, BLK_T_FLUSH, 0, 0, 0, NULL), BLK_S_OK);
+	free(file);
+	remote_end(h, &a);
+}
+
+/* Migration: quiesce waits for remote requests, release hangs up after a
+ * flush, acquire connects again, resume serves what waited. */
+static void test_blk_remote_quiesce_release(void **state)
+{
+	struct harness *h = *state;
+	enum { N = 60, SZ = 8192 };
+	uint8_t *status[N + 1];
+	char why[256] = "";
+	uint16_t taken, used;
+	struct agent a;
+
+	agent_start(&a, 4 << 20);
+	remote_start(h, &a);
+	for (int i = 0; i < N; i++)
+		status[i] = blk_post(h, BLK_T_OUT, (uint64_t)i * 16,
+				     galloc(h, SZ), SZ, false);
+	kick(h, 0);
+	h->vd->ops->quiesce(h->vd);
+	taken = last_avail(h, 0);
+	used = used_idx(&h->ring[0]);
+	assert_int_equal(taken, N);
+	assert_int_equal(used, taken);
+	for (int i = 0; i < N; i++) /* done, with a status, before */
+		assert_int_equal(*status[i], BLK_S_OK);
+	h->ring[0].used_seen = used;
+	assert_int_equal(h->vd->ops->release(h->vd, why, sizeof(why)), 0);
+	assert_int_equal(h->vd->ops->acquire(h->vd, why, sizeof(why)), 0);
+	assert_int_equal(__atomic_load_n(&a.clients, __ATOMIC_SEQ_CST), 2);
+	status[N] = blk_post(h, BLK_T_FLUSH, 0, 0, 0, false);
+	h->vd->ops->resume(h->vd);
+	assert_true(wait_used(h, 0, 1));
+	for (int i = 0; i <= N; i++)
+		assert_int_equal(*status[i], BLK_S_OK);
+	remote_end(h, &a);
+}
+
+/* Created released (an incoming migration): no agent needed until acquire,
+ * which learns the capacity; a wrong key is refused with a reason. */
+static void test_blk_remote_created_released(void **state)
+{
+	struct harness *h = *state;
+	uint8_t bad[32];
+	char uri[64], why[256] = "";
+	struct err e = {0};
+	struct agent a;
+
+	agent_start(&a, 1 << 20);
+	snprintf(uri, sizeof(uri), "tcp:127.0.0.1:%u", a.port);
+	assert_int_equal(virtio_blk_create_remote(&h->blk, &h->mem, uri,
+						  agent_key, 8, false, 0, &e),
+			 -EINVAL); /* key too short */
+	memset(bad, 1, sizeof(bad));
+	assert_true(virtio_blk_create_remote(&h->blk, &h->mem, uri, bad,
+					     sizeof(bad), false, 0, &e) < 0);
+	assert_non_null(strstr(e.msg, "secret"));
+	assert_int_equal(virtio_blk_create_remote(&h->blk, &h->mem, uri,
+						  agent_key, sizeof(agent_key),
+						  false, VIRTIO_CREATE_RELEASED,
+						  &e),
+			 0);
+	h->vd = virtio_blk_device(h->blk);
+	assert_int_equal(h->vd->ops->acquire(h->vd, why, sizeof(why)), 0);
+	{
+		uint8_t cfg[8];
+		uint64_t cap;
+
+		h->vd->ops->config_read(h->vd, 0, cfg, 8);
+		memcpy(&cap, cfg, 8);
+		assert_int_equal(le64toh(cap), (1 << 20) / 512);
+	}
+	virtio_blk_destroy(h->blk);
+	h->blk = NULL;
+	h->vd = NULL;
+	agent_stop(&a);
+}
+
+struct switch_call {
+	struct virtio_blk *blk;
+	const char *path;
+	struct virtio_blk_switch_stats st;
+	struct err e;
+	int rc;
+	bool done;
+};
+
+static void *switch_thread(void *arg)
+{
+	struct switch_call *s = arg;
+
+	s->rc = virtio_blk_switch(s->blk, s->path, &s->st, &s->e);
+	__atomic_store_n(&s->done, true, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/*
+ * device-switch while the driver keeps writing 4 KiB blocks all over a
+ * 64 MiB disk: the local copy ends up with every write, done before,
+ * during or after the copy; the agent's image gets none after it.
+ */
+static void test_blk_remote_switch_under_writes(void **state)
+{
+	struct harness *h = *state;
+	enum { SIZE = 64 << 20, BLOCKS = SIZE / 4096, MAXW = 4000 };
+	struct switch_call sc = {0};
+	char local[64];
+	uint32_t *last = calloc(BLOCKS, sizeof(*last)); /* write no. + 1 */
+	uint64_t buf = galloc_page(h, 4096);
+	uint8_t *want = malloc(4096), *got = malloc(4096);
+	int during = 0, after = 0, n = 0, fd;
+	unsigned int rnd = 12345;
+	struct agent a;
+	pthread_t t;
+
+	assert_non_null(last);
+	assert_non_null(want);
+	assert_non_null(got);
+	agent_start(&a, SIZE);
+	remote_start(h, &a);
+	snprintf(local, sizeof(local), "/tmp/dvmm-local-XXXXXX");
+	fd = mkstemp(local);
+	assert_true(fd >= 0);
+	close(fd);
+	/* data there before the switch */
+	for (; n < 200; n++) {
+		uint32_t b = (rnd = rnd * 1103515245 + 12345) % BLOCKS;
+
+		fill_pattern(gptr(h, buf, 4096), 4096, n);
+		assert_int_equal(
+			blk_do(h, BLK_T_OUT, b * 8ULL, buf, 4096, NULL),
+			BLK_S_OK);
+		last[b] = n + 1;
+	}
+	sc.blk = h->blk;
+	sc.path = local;
+	assert_int_equal(pthread_create(&t, NULL, switch_thread, &sc), 0);
+	while (n < MAXW && after < 50) {
+		uint32_t b = (rnd = rnd * 1103515245 + 12345) % BLOCKS;
+
+		if (__atomic_load_n(&sc.done, __ATOMIC_ACQUIRE))
+			after++;
+		else
+			during++;
+		fill_pattern(gptr(h, buf, 4096), 4096, n);
+		assert_int_equal(
+			blk_do(h, BLK_T_OUT, b * 8ULL, buf, 4096, NULL),
+			BLK_S_OK);
+		last[b] = n + 1;
+		n++;
+	}
+	pthread_join(t, NULL);
+	assert_int_equal(sc.rc, 0);
+	assert_true(during > 0); /* the copy raced with writes */
+	if (getenv("DVMM_TEST_VERBOSE"))
+		fprintf(stderr,
+			"switch: %d writes during, %u passes, %llu "
+			"regions at the end, %llu us held\n",
+			during, sc.st.passes,
+			(unsigned long long)sc.st.final_regions,
+			(unsigned long long)sc.st.paused_us);
+	assert_true(after > 0);
+	fd = open(local, O_RDONLY);
+	assert_true(fd >= 0);
+	for (uint32_t b = 0; b < BLOCKS; b++) {
+		assert_int_equal(pread(fd, got, 4096, (off_t)b * 4096), 4096);
+		if (last[b])
+			fill_pattern(want, 4096, last[b] - 1);
+		else
+			memset(want, 0, 4096);
+		if (memcmp(got, want, 4096))
+			fail_msg("block %u: not write %u", b, last[b]);
+	}
+	close(fd);
+	/* reads come from the local file now, and still match */
+	assert_int_equal(blk_do(h, BLK_T_IN, 0, buf, 4096, NULL), BLK_S_OK);
+	/* a second switch: nothing remote left */
+	{
+		struct virtio_blk_switch_stats st;
+		struct err e = {0};
+
+		assert_int_equal(virtio_blk_switch(h->blk, local, &st, &e),
+				 -EINVAL);
+		assert_non_null(strstr(e.msg, "not served by a disk agent"));
+	}
+	remote_end(h, &a);
+	unlink(local);
+	free(last);
+	free(want);
+	free(got);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -2715,6 +3056,10 @@ int main(void)
 		T(test_blk_release_acquire),
 		T(test_blk_created_released),
 		T(test_blk_migration_states),
+		T(test_blk_remote_rw),
+		T(test_blk_remote_quiesce_release),
+		T(test_blk_remote_created_released),
+		T(test_blk_remote_switch_under_writes),
 		T(test_net_config),
 		T(test_net_tx),
 		T(test_net_rx),
