@@ -1011,7 +1011,8 @@ static int boot_once(struct runner *r, struct machine *pc,
 			err_set(&e, -EIO, "cannot join the other nodes");
 	}
 	if (!e.code && r->opt->mc.incoming) {
-		migrate_receive(pc, r->opt->incoming, &r->secret, 0, &mig, &e);
+		migrate_receive(pc, r->opt->incoming, &r->secret, 0, &r->quit,
+				&mig, &e);
 		r->opt->mc.incoming = false; /* a reboot boots normally */
 	}
 	if (e.code || machine_start(pc, &e)) {

@@ -1151,10 +1151,26 @@ static int recv_record(struct conn *c, struct vm *vm, struct incoming *in,
 		       h.type, (unsigned long long)h.len);
 }
 
-static int accept_one(int lfd, unsigned int timeout_ms, struct err *e)
-{
-	int fd, rc = wait_fd(lfd, POLLIN, timeout_ms ? timeout_ms : -1u);
+#define CANCEL_POLL_MS 100
 
+/* Wait for a connection: at most @timeout_ms (0: for ever), or until
+ * *@cancel is set. */
+static int accept_one(int lfd, unsigned int timeout_ms,
+		      const volatile bool *cancel, struct err *e)
+{
+	uint64_t deadline = clock_mono_ns() + (uint64_t)timeout_ms * 1000000;
+	int fd, rc;
+
+	do {
+		if (cancel && *cancel)
+			return err_set(e, -ECANCELED,
+				       "stopped while waiting for a migration "
+				       "source");
+		rc = wait_fd(lfd, POLLIN, CANCEL_POLL_MS);
+		if (rc == -ETIMEDOUT && timeout_ms &&
+		    clock_mono_ns() >= deadline)
+			break;
+	} while (rc == -ETIMEDOUT);
 	if (rc)
 		return err_set(e, rc, "no migration source came: %s",
 			       strerror(-rc));
@@ -1167,7 +1183,8 @@ static int accept_one(int lfd, unsigned int timeout_ms, struct err *e)
 /* Wait on @uri for a source that knows the secret. */
 static int accept_source(struct conn *c, const char *uri,
 			 const struct migrate_secret *s,
-			 unsigned int timeout_ms, struct err *e)
+			 unsigned int timeout_ms, const volatile bool *cancel,
+			 struct err *e)
 {
 	int lfd = listen_on(uri, e);
 
@@ -1175,7 +1192,7 @@ static int accept_source(struct conn *c, const char *uri,
 		return lfd;
 	pr_info("waiting for a migration source on %s", uri);
 	for (;;) { /* strangers are refused; we go on waiting */
-		c->fd = accept_one(lfd, timeout_ms, e);
+		c->fd = accept_one(lfd, timeout_ms, cancel, e);
 		if (c->fd < 0)
 			break;
 		if (!auth_as_dest(c, s, e))
@@ -1248,7 +1265,8 @@ static int take_over(struct conn *c, struct machine *pc, struct vmstate *st,
 
 int migrate_receive(struct machine *pc, const char *uri,
 		    const struct migrate_secret *s, unsigned int timeout_ms,
-		    struct migrate_link **out, struct err *e)
+		    const volatile bool *cancel, struct migrate_link **out,
+		    struct err *e)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 	struct incoming in = {0};
@@ -1260,7 +1278,7 @@ int migrate_receive(struct machine *pc, const char *uri,
 	if (!c)
 		return err_set(e, -ENOMEM, "out of memory");
 	c->fd = -1;
-	rc = accept_source(c, uri, s, timeout_ms, e);
+	rc = accept_source(c, uri, s, timeout_ms, cancel, e);
 	if (rc) {
 		free(c);
 		return rc;

@@ -107,7 +107,8 @@ int migrate_send(struct machine *pc, const char *uri,
 /*
  * Destination: listen on @uri and take one source that proves the secret
  * (a connection that does not is refused with a warning, and the wait goes
- * on; at most @timeout_ms for each, 0 = forever), receive RAM and state
+ * on; at most @timeout_ms for each, 0 = forever; given up as soon as
+ * *@cancel (may be NULL) is set), receive RAM and state
  * into @pc (created with the same devices, not started), take the devices'
  * host resources once the source let them go, and restore everything.
  * 0 with *link for migrate_confirm once the vCPUs run, or a negative
@@ -116,7 +117,8 @@ int migrate_send(struct machine *pc, const char *uri,
 struct migrate_link;
 int migrate_receive(struct machine *pc, const char *uri,
 		    const struct migrate_secret *s, unsigned int timeout_ms,
-		    struct migrate_link **link, struct err *e);
+		    const volatile bool *cancel, struct migrate_link **link,
+		    struct err *e);
 /*
  * Tell the source we run (@ok), or that we failed (after letting the
  * devices' host resources go, so the source can take them back); frees

@@ -395,3 +395,18 @@ t_migrate_postcopy_source_killed() {
 	[ "$(grep -c '^dvmm:' "$TMP/dst")" = 1 ] ||
 		fail "more than one line: $(grep '^dvmm:' "$TMP/dst")"
 }
+
+# A destination still waiting for its source ends on SIGTERM.
+t_migrate_incoming_sigterm() {
+	migrate_env
+	start_dvmm_bg "$TMP/dst" run --memory 64M --kernel "$GUEST" \
+		--incoming "tcp:127.0.0.1:$MIG_PORT" \
+		--migration-secret "$TMP/secret"
+	dst=$BGPID
+	wait_for "ss -ltn | grep -q ':$MIG_PORT '" 20 "the destination" ||
+		return 1
+	kill -TERM "$dst"
+	wait_exit "$dst" 20 || return 1
+	grep -q 'stopped while waiting for a migration source' "$TMP/dst" ||
+		fail "output: $(cat "$TMP/dst")"
+}
