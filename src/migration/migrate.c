@@ -25,6 +25,7 @@
 #include "migration/vmstate.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/sock.h"
 
 #define MAGIC "DVMM-MIG"
 #define MAGIC_LEN 8
@@ -137,65 +138,7 @@ int migrate_parse_uri(const char *uri, char *host, size_t hostlen,
 	return 0;
 }
 
-/* ---- bytes on the wire, with a deadline ---- */
-
-static int wait_fd(int fd, short ev, unsigned int ms)
-{
-	struct pollfd p = {.fd = fd, .events = ev};
-	int n;
-
-	do
-		n = poll(&p, 1, (int)ms);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
-	return n ? 0 : -ETIMEDOUT;
-}
-
-static int send_all(int fd, const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-		if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
-			int rc = wait_fd(fd, POLLOUT, IO_TIMEOUT_MS);
-
-			if (rc)
-				return rc;
-			continue;
-		}
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int recv_all(int fd, void *buf, size_t len, unsigned int ms)
-{
-	uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n;
-		int rc = wait_fd(fd, POLLIN, ms);
-
-		if (rc)
-			return rc;
-		n = recv(fd, p, len, 0);
-		if (n < 0 && (errno == EINTR || errno == EAGAIN))
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -ECONNRESET;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
+/* ---- records ---- */
 
 static int send_rec(struct conn *c, uint32_t type, const void *a, size_t alen,
 		    const void *b, size_t blen)
@@ -207,11 +150,11 @@ static int send_rec(struct conn *c, uint32_t type, const void *a, size_t alen,
 	crypto_auth_hmacsha256_update(&c->mac, a, alen);
 	if (blen)
 		crypto_auth_hmacsha256_update(&c->mac, b, blen);
-	rc = send_all(c->fd, &h, sizeof(h));
+	rc = sock_send_all(c->fd, &h, sizeof(h));
 	if (!rc)
-		rc = send_all(c->fd, a, alen);
+		rc = sock_send_all(c->fd, a, alen);
 	if (!rc && blen)
-		rc = send_all(c->fd, b, blen);
+		rc = sock_send_all(c->fd, b, blen);
 	return rc;
 }
 
@@ -254,7 +197,7 @@ static int auth_as_source(struct conn *c, const struct migrate_secret *s,
 {
 	struct hello d, me = {.version = MIGRATE_VERSION};
 	uint8_t mac[MAC_LEN], want[MAC_LEN];
-	int rc = recv_all(c->fd, &d, sizeof(d), IO_TIMEOUT_MS);
+	int rc = sock_recv_all(c->fd, &d, sizeof(d), IO_TIMEOUT_MS);
 
 	if (rc)
 		return err_set(e, rc, "no greeting from the destination: %s",
@@ -266,11 +209,11 @@ static int auth_as_source(struct conn *c, const struct migrate_secret *s,
 	memcpy(c->session, d.nonce, NONCE_LEN);
 	memcpy(c->session + NONCE_LEN, me.nonce, NONCE_LEN);
 	auth_mac(s, "src", d.nonce, me.nonce, mac);
-	rc = send_all(c->fd, &me, sizeof(me));
+	rc = sock_send_all(c->fd, &me, sizeof(me));
 	if (!rc)
-		rc = send_all(c->fd, mac, MAC_LEN);
+		rc = sock_send_all(c->fd, mac, MAC_LEN);
 	if (!rc)
-		rc = recv_all(c->fd, mac, MAC_LEN, IO_TIMEOUT_MS);
+		rc = sock_recv_all(c->fd, mac, MAC_LEN, IO_TIMEOUT_MS);
 	if (rc)
 		return err_set(e, rc,
 			       "the destination refused us (wrong "
@@ -293,11 +236,11 @@ static int auth_as_dest(struct conn *c, const struct migrate_secret *s,
 
 	memcpy(me.magic, MAGIC, MAGIC_LEN);
 	randombytes_buf(me.nonce, NONCE_LEN);
-	rc = send_all(c->fd, &me, sizeof(me));
+	rc = sock_send_all(c->fd, &me, sizeof(me));
 	if (!rc)
-		rc = recv_all(c->fd, &src, sizeof(src), IO_TIMEOUT_MS);
+		rc = sock_recv_all(c->fd, &src, sizeof(src), IO_TIMEOUT_MS);
 	if (!rc)
-		rc = recv_all(c->fd, mac, MAC_LEN, IO_TIMEOUT_MS);
+		rc = sock_recv_all(c->fd, mac, MAC_LEN, IO_TIMEOUT_MS);
 	if (rc)
 		return err_set(e, rc, "migration handshake: %s", strerror(-rc));
 	if ((rc = check_hello(&src, e)))
@@ -310,7 +253,7 @@ static int auth_as_dest(struct conn *c, const struct migrate_secret *s,
 			       "refused a migration source that "
 			       "does not know the secret");
 	auth_mac(s, "dst", src.nonce, me.nonce, mac);
-	return send_all(c->fd, mac, MAC_LEN);
+	return sock_send_all(c->fd, mac, MAC_LEN);
 }
 
 /* ---- authenticated acknowledgements ---- */
@@ -333,14 +276,14 @@ static int send_ack(struct conn *c, uint8_t what)
 
 	msg[0] = what;
 	ack_mac(c, what, msg + 1);
-	return send_all(c->fd, msg, sizeof(msg));
+	return sock_send_all(c->fd, msg, sizeof(msg));
 }
 
 /* The peer's next acknowledgement into *what; -EBADMSG if forged. */
 static int recv_ack(struct conn *c, uint8_t *what, unsigned int ms)
 {
 	uint8_t msg[1 + MAC_LEN], want[MAC_LEN];
-	int rc = recv_all(c->fd, msg, sizeof(msg), ms);
+	int rc = sock_recv_all(c->fd, msg, sizeof(msg), ms);
 
 	if (rc)
 		return rc;
@@ -785,9 +728,9 @@ static int send_final(struct conn *c, struct machine *pc, struct dirty *d,
 		uint8_t mac[MAC_LEN];
 
 		crypto_auth_hmacsha256_final(&c->mac, mac);
-		rc = send_all(c->fd, &h, sizeof(h));
+		rc = sock_send_all(c->fd, &h, sizeof(h));
 		if (!rc)
-			rc = send_all(c->fd, mac, MAC_LEN);
+			rc = sock_send_all(c->fd, mac, MAC_LEN);
 	}
 	return rc;
 }
@@ -1006,7 +949,7 @@ static int listen_on(const char *uri, struct err *e)
 
 static int recv_rec_hdr(struct conn *c, struct rec_hdr *h)
 {
-	int rc = recv_all(c->fd, h, sizeof(*h), IO_TIMEOUT_MS);
+	int rc = sock_recv_all(c->fd, h, sizeof(*h), IO_TIMEOUT_MS);
 
 	if (!rc && h->type != REC_END)
 		crypto_auth_hmacsha256_update(&c->mac, (const uint8_t *)h,
@@ -1016,7 +959,7 @@ static int recv_rec_hdr(struct conn *c, struct rec_hdr *h)
 
 static int recv_body(struct conn *c, void *buf, size_t len)
 {
-	int rc = recv_all(c->fd, buf, len, IO_TIMEOUT_MS);
+	int rc = sock_recv_all(c->fd, buf, len, IO_TIMEOUT_MS);
 
 	if (!rc)
 		crypto_auth_hmacsha256_update(&c->mac, buf, len);
@@ -1141,7 +1084,7 @@ static int recv_record(struct conn *c, struct vm *vm, struct incoming *in,
 		return 0;
 	case REC_END:
 		if (h.len != MAC_LEN ||
-		    recv_all(c->fd, in->mac, MAC_LEN, IO_TIMEOUT_MS))
+		    sock_recv_all(c->fd, in->mac, MAC_LEN, IO_TIMEOUT_MS))
 			break;
 		return 1;
 	}
@@ -1166,7 +1109,7 @@ static int accept_one(int lfd, unsigned int timeout_ms,
 			return err_set(e, -ECANCELED,
 				       "stopped while waiting for a migration "
 				       "source");
-		rc = wait_fd(lfd, POLLIN, CANCEL_POLL_MS);
+		rc = sock_wait(lfd, POLLIN, CANCEL_POLL_MS);
 		if (rc == -ETIMEDOUT && timeout_ms &&
 		    clock_mono_ns() >= deadline)
 			break;

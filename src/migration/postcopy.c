@@ -21,6 +21,7 @@
 #include "migration/postcopy.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/sock.h"
 
 #define PAGE POSTCOPY_PAGE
 #define MAC_LEN crypto_auth_hmacsha256_BYTES
@@ -33,70 +34,6 @@ struct wire {
 	uint8_t kind, pad[7];
 	uint64_t seq, off, arg;
 } __attribute__((packed));
-
-/* ---- bytes on the wire ---- */
-
-static int wait_fd(int fd, short ev, unsigned int ms)
-{
-	struct pollfd p = {.fd = fd, .events = ev};
-	int n;
-
-	do
-		n = poll(&p, 1, (int)ms);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
-	return n ? 0 : -ETIMEDOUT;
-}
-
-static int send_all(int fd, const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-		if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
-			int rc = wait_fd(fd, POLLOUT, IO_TIMEOUT_MS);
-
-			if (rc)
-				return rc;
-			continue;
-		}
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int recv_all(int fd, void *buf, size_t len, unsigned int ms)
-{
-	uint8_t *p = buf;
-
-	while (len) {
-		/* what is there already, then wait for the rest */
-		ssize_t n = recv(fd, p, len, MSG_DONTWAIT);
-
-		if (n < 0 && errno == EAGAIN) {
-			int rc = wait_fd(fd, POLLIN, ms);
-
-			if (rc)
-				return rc;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -ECONNRESET;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
 
 /* ---- messages ---- */
 
@@ -153,7 +90,7 @@ int postcopy_send(struct postcopy_chan *ch, uint8_t kind, uint64_t off,
 		len += PAGE;
 	}
 	msg_mac(ch, ch->self, &w, page, buf + len);
-	rc = send_all(ch->fd, buf, len + MAC_LEN);
+	rc = sock_send_all(ch->fd, buf, len + MAC_LEN);
 	pthread_mutex_unlock(&ch->tx_lock);
 	return rc;
 }
@@ -172,7 +109,7 @@ int postcopy_recv(struct postcopy_chan *ch, struct postcopy_msg *m,
 	uint8_t peer = ch->self == 's' ? 'd' : 's';
 	bool data;
 	struct wire w;
-	int rc = recv_all(ch->fd, &w, sizeof(w), ms);
+	int rc = sock_recv_all(ch->fd, &w, sizeof(w), ms);
 
 	if (rc)
 		return rc;
@@ -183,8 +120,8 @@ int postcopy_recv(struct postcopy_chan *ch, struct postcopy_msg *m,
 		return -EPROTO; /* no page data this way */
 	if (data)
 		mac = rest + PAGE;
-	rc = recv_all(ch->fd, rest, (size_t)(mac - rest) + MAC_LEN,
-		      IO_TIMEOUT_MS);
+	rc = sock_recv_all(ch->fd, rest, (size_t)(mac - rest) + MAC_LEN,
+			   IO_TIMEOUT_MS);
 	if (rc)
 		return rc;
 	if (data)

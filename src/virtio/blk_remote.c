@@ -24,6 +24,7 @@
 
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/sock.h"
 #include "util/thread.h"
 #include "virtio/blk_remote.h"
 
@@ -261,79 +262,6 @@ int brp_decode(struct brp_chan *c, bool reply, const uint8_t *buf, size_t len,
 
 /* ---- bytes on the wire ---- */
 
-static int wait_fd(int fd, short ev, int ms)
-{
-	struct pollfd p = {.fd = fd, .events = ev};
-	int n;
-
-	do
-		n = poll(&p, 1, ms);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
-	return n ? 0 : -ETIMEDOUT;
-}
-
-/* Send all of @iov (modified). */
-static int send_iov(int fd, struct iovec *iov, int n)
-{
-	while (n) {
-		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-		ssize_t k = sendmsg(fd, &mh, MSG_NOSIGNAL);
-
-		if (k < 0 && (errno == EINTR || errno == EAGAIN)) {
-			int rc = wait_fd(fd, POLLOUT, BRP_IO_TIMEOUT_MS);
-
-			if (rc)
-				return rc;
-			continue;
-		}
-		if (k < 0)
-			return -errno;
-		while (n && (size_t)k >= iov->iov_len) {
-			k -= (ssize_t)iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n) {
-			iov->iov_base = (uint8_t *)iov->iov_base + k;
-			iov->iov_len -= (size_t)k;
-		}
-	}
-	return 0;
-}
-
-static int send_all(int fd, const void *buf, size_t len)
-{
-	struct iovec v = {.iov_base = (void *)buf, .iov_len = len};
-
-	return send_iov(fd, &v, 1);
-}
-
-/* @ms < 0: no deadline. -ECONNRESET at the end of the stream. */
-static int recv_all(int fd, void *buf, size_t len, int ms)
-{
-	uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n;
-		int rc = wait_fd(fd, POLLIN, ms);
-
-		if (rc)
-			return rc;
-		n = recv(fd, p, len, 0);
-		if (n < 0 && (errno == EINTR || errno == EAGAIN))
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -ECONNRESET;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Header, payload and MAC of one message. */
 static int send_msg(int fd, struct brp_chan *c, const struct brp_msg *m,
 		    const void *payload)
@@ -349,7 +277,7 @@ static int send_msg(int fd, struct brp_chan *c, const struct brp_msg *m,
 					.iov_len = m->paylen};
 	brp_seal(c, hdr, v + 1, (unsigned int)n - 1, mac);
 	v[n++] = (struct iovec){.iov_base = mac, .iov_len = BRP_MAC_LEN};
-	return send_iov(fd, v, n);
+	return sock_send_iov(fd, v, n);
 }
 
 /*
@@ -364,9 +292,9 @@ static int recv_rest(int fd, struct brp_chan *c, const uint8_t *hdr,
 	int rc = 0;
 
 	if (m->paylen)
-		rc = recv_all(fd, buf, m->paylen, BRP_IO_TIMEOUT_MS);
+		rc = sock_recv_all(fd, buf, m->paylen, BRP_IO_TIMEOUT_MS);
 	if (!rc)
-		rc = recv_all(fd, mac, BRP_MAC_LEN, BRP_IO_TIMEOUT_MS);
+		rc = sock_recv_all(fd, mac, BRP_MAC_LEN, BRP_IO_TIMEOUT_MS);
 	if (rc) {
 		snprintf(why, whylen, "%s", strerror(-rc));
 		return rc;
@@ -448,7 +376,7 @@ int brp_handshake_client(int fd, const uint8_t *secret, size_t secret_len,
 
 	if (rc)
 		return rc;
-	rc = recv_all(fd, &s, sizeof(s), (int)timeout_ms);
+	rc = sock_recv_all(fd, &s, sizeof(s), (int)timeout_ms);
 	if (rc)
 		return err_set(e, rc, "no greeting from the disk agent: %s",
 			       strerror(-rc));
@@ -458,9 +386,9 @@ int brp_handshake_client(int fd, const uint8_t *secret, size_t secret_len,
 	memcpy(msg, &me, sizeof(me));
 	auth_mac(secret, secret_len, "cli", s.nonce, me.nonce,
 		 msg + sizeof(me));
-	rc = send_all(fd, msg, sizeof(msg));
+	rc = sock_send_all(fd, msg, sizeof(msg));
 	if (!rc)
-		rc = recv_all(fd, msg, BRP_MAC_LEN, BRP_IO_TIMEOUT_MS);
+		rc = sock_recv_all(fd, msg, BRP_MAC_LEN, BRP_IO_TIMEOUT_MS);
 	if (rc)
 		return err_set(e, -EACCES,
 			       "the disk agent refused us (wrong secret?): %s",
@@ -483,9 +411,9 @@ int brp_handshake_server(int fd, const uint8_t *secret, size_t secret_len,
 	if (rc)
 		return rc;
 	make_hello(&me);
-	rc = send_all(fd, &me, sizeof(me));
+	rc = sock_send_all(fd, &me, sizeof(me));
 	if (!rc)
-		rc = recv_all(fd, msg, sizeof(msg), BRP_IO_TIMEOUT_MS);
+		rc = sock_recv_all(fd, msg, sizeof(msg), BRP_IO_TIMEOUT_MS);
 	if (rc)
 		return err_set(e, rc, "handshake: %s", strerror(-rc));
 	memcpy(&cl, msg, sizeof(cl));
@@ -497,7 +425,7 @@ int brp_handshake_server(int fd, const uint8_t *secret, size_t secret_len,
 			       "refused a client that does not know the "
 			       "secret");
 	auth_mac(secret, secret_len, "srv", cl.nonce, me.nonce, want);
-	rc = send_all(fd, want, BRP_MAC_LEN);
+	rc = sock_send_all(fd, want, BRP_MAC_LEN);
 	if (rc)
 		return err_set(e, rc, "handshake: %s", strerror(-rc));
 	session(c, secret, secret_len, me.nonce, cl.nonce, false);
@@ -636,7 +564,7 @@ int brp_serve(int fd, const struct brp_image *img, const uint8_t *secret,
 			rc = 0;
 			break;
 		}
-		rc = recv_all(fd, hdr, BRP_HDR_LEN, BRP_IO_TIMEOUT_MS);
+		rc = sock_recv_all(fd, hdr, BRP_HDR_LEN, BRP_IO_TIMEOUT_MS);
 		if (rc) {
 			err_set(e, rc, "the client went mid-message: %s",
 				strerror(-rc));
@@ -742,7 +670,7 @@ static int call_direct(struct brp_client *c, struct brp_msg *m, struct err *e)
 	int rc = send_msg(c->fd, &c->ch, m, NULL);
 
 	if (!rc)
-		rc = recv_all(c->fd, hdr, BRP_HDR_LEN, BRP_IO_TIMEOUT_MS);
+		rc = sock_recv_all(c->fd, hdr, BRP_HDR_LEN, BRP_IO_TIMEOUT_MS);
 	if (rc)
 		return err_set(e, rc, "disk agent %s: %s", c->uri,
 			       strerror(-rc));
@@ -750,7 +678,7 @@ static int call_direct(struct brp_client *c, struct brp_msg *m, struct err *e)
 	if (!rc && (r.type != m->type || r.id != m->id || r.paylen))
 		rc = bad(why, sizeof(why), -EPROTO, "an unexpected reply");
 	if (!rc)
-		rc = recv_all(c->fd, mac, BRP_MAC_LEN, BRP_IO_TIMEOUT_MS);
+		rc = sock_recv_all(c->fd, mac, BRP_MAC_LEN, BRP_IO_TIMEOUT_MS);
 	if (!rc && brp_open(&c->ch, hdr, NULL, 0, mac))
 		rc = bad(why, sizeof(why), -EBADMSG, "a reply with a bad MAC");
 	if (rc)
@@ -1067,7 +995,7 @@ static int rx_one(struct brp_client *c, char *why, size_t whylen)
 	struct brp_sync *s = NULL;
 	int rc, res;
 
-	rc = recv_all(c->fd, hdr, BRP_HDR_LEN, -1);
+	rc = sock_recv_all(c->fd, hdr, BRP_HDR_LEN, -1);
 	if (rc)
 		return bad(why, whylen, rc, strerror(-rc));
 	rc = brp_parse_hdr(hdr, true, &m, why, whylen);
