@@ -2,7 +2,8 @@
  * migration/migrate.h - moving a VM to another dvmm process over TCP. The
  * stream: a mutual HMAC-SHA256 challenge-response over a shared secret,
  * then records (guest RAM pages, runs of zero pages, the KVM state from
- * vmstate.c), then an HMAC over every record byte, checked before the
+ * vmstate.c, devices from devstate.c), then a MAC over every record byte
+ * (Poly1305 under a key derived for this session), checked before the
  * destination restores anything; the destination answers once its vCPUs
  * run, and only then does the source stop. RAM goes first while the VM
  * runs, in rounds of the pages its vCPUs dirtied (KVM dirty logging), then
@@ -20,7 +21,7 @@
 
 #define MIGRATE_SECRET_MIN 16
 #define MIGRATE_SECRET_MAX 64
-#define MIGRATE_VERSION 2
+#define MIGRATE_VERSION 3
 
 struct migrate_secret {
 	uint8_t key[MIGRATE_SECRET_MAX];
