@@ -900,12 +900,15 @@ int migrate_send(struct machine *pc, const char *uri,
 	if (!rc) {
 		tp = clock_mono_ns();
 		rc = vm_pause(vm);
-		paused = rc == 0;
+		paused = rc == 0 || rc == -ETIMEDOUT; /* paused, if late */
 		if (rc == -EALREADY)
 			rc = 0; /* paused by its user: it moves paused */
 		else if (rc)
-			rc = err_set(e, rc,
-				     "the VM stopped before it could move");
+			rc = err_set(e, rc, "%s",
+				     rc == -ETIMEDOUT ?
+					     "the vCPUs did not stop in time" :
+					     "the VM stopped before it could "
+					     "move");
 	}
 	if (!rc) {
 		devstate_quiesce(pc);
