@@ -79,6 +79,8 @@ bool nic_send(struct nic *n, const void *frame, u32 len, bool kick,
 	      char *msg);
 /* Handle received frames, refill RX, reclaim TX. False on device error. */
 bool nic_poll(struct nic *n);
+/* Wait (2 s at most) until the NIC reports its link up, if it reports. */
+bool link_up(struct nic *n, char *msg);
 /* Resolve the peer's MAC with ARP requests (retried). */
 bool arp_resolve(struct nic *n, u64 timeout_ns, char *msg);
 /* Build Ethernet + IPv4 + UDP/ICMP to the peer in f; returns the length. */

@@ -547,8 +547,6 @@ bool test_blkstream(char *msg)
 
 /* ---- udpstream ---- */
 
-#define VIRTIO_NET_F_STATUS	16
-#define VIRTIO_NET_S_LINK_UP	1
 #define US_MAGIC	0x53504455U	/* "UDPS" */
 #define US_SPORT	42000
 #define US_MAX_SEQ	(1U << 21)
@@ -614,24 +612,6 @@ static void us_rx(struct nic *n, const u8 *f, u32 len)
 	}
 }
 
-static bool us_link(struct nic *n, char *msg)
-{
-	u64 start = clock_ns();
-	u16 st;
-
-	if (!virtio_has(n->vd, VIRTIO_NET_F_STATUS))
-		return true;
-	for (;;) {
-		virtio_cfg_read(n->vd, 6, &st, 2);
-		if (st & VIRTIO_NET_S_LINK_UP)
-			return true;
-		if (clock_ns() - start > 2 * NSEC_PER_SEC)
-			return FAIL("%s: link down (status %x) for 2 s",
-				    n->vd->name, st);
-		sleep_ns(10 * NSEC_PER_MSEC);
-	}
-}
-
 bool test_udpstream(char *msg)
 {
 	static u8 frame[128];
@@ -647,7 +627,7 @@ bool test_udpstream(char *msg)
 	if (!interval)
 		return FAIL("us_interval_us must be at least 1");
 	n->rx = us_rx;
-	if (!us_link(n, msg))
+	if (!link_up(n, msg))
 		return false;
 	fmt_ip(peer, n->peer_ip);
 	if (!arp_resolve(n, 3 * NSEC_PER_SEC, m))

@@ -84,7 +84,7 @@ static bool wait_flag(struct nic *n, volatile bool *flag, u64 timeout_ns,
 	}
 }
 
-static bool link_up(struct nic *n, char *msg)
+bool link_up(struct nic *n, char *msg)
 {
 	u64 start = clock_ns();
 	u16 st;

@@ -263,6 +263,26 @@ static json_t *run_query(const struct api_ops *ops, const struct api_cmd *c)
 	return reply;
 }
 
+/*
+ * The answer to an op that returns an object (@data, consumed): ok with
+ * its members, or "cannot @what: @why" (strerror when @why is empty).
+ */
+static json_t *reply_op(int rc, json_t *data, const char *what, const char *why)
+{
+	json_t *reply;
+
+	if (rc < 0) {
+		json_decref(data);
+		return reply_error("cannot %s: %s", what,
+				   why[0] ? why : strerror(-rc));
+	}
+	reply = reply_ok();
+	if (reply && json_is_object(data))
+		json_object_update(reply, data);
+	json_decref(data);
+	return reply;
+}
+
 /* An optional non-negative integer member; false if it is something else. */
 static bool opt_uint(const json_t *req, const char *key, unsigned int *v)
 {
@@ -287,7 +307,7 @@ static json_t *run_migrate(const struct api_ops *ops, const json_t *req)
 	struct api_migrate_req m = {
 		.to = json_string_value(json_object_get(req, "to"))};
 	char why[API_ERR_MAX] = "";
-	json_t *data = NULL, *reply;
+	json_t *data = NULL;
 	int rc;
 
 	if (!m.to || !m.to[0])
@@ -303,16 +323,7 @@ static json_t *run_migrate(const struct api_ops *ops, const json_t *req)
 	if (!ops->migrate)
 		return reply_error("cannot migrate the VM: not supported here");
 	rc = ops->migrate(ops->ctx, &m, &data, why, sizeof(why));
-	if (rc < 0) {
-		json_decref(data);
-		return reply_error("cannot migrate the VM: %s",
-				   why[0] ? why : strerror(-rc));
-	}
-	reply = reply_ok();
-	if (reply && json_is_object(data))
-		json_object_update(reply, data);
-	json_decref(data);
-	return reply;
+	return reply_op(rc, data, "migrate the VM", why);
 }
 
 /* {"cmd":"device-switch","device":"0","path":"/local/copy.img"} */
@@ -321,7 +332,7 @@ static json_t *run_device_switch(const struct api_ops *ops, const json_t *req)
 	const char *dev = json_string_value(json_object_get(req, "device"));
 	const char *path = json_string_value(json_object_get(req, "path"));
 	char why[API_ERR_MAX] = "";
-	json_t *data = NULL, *reply;
+	json_t *data = NULL;
 	int rc;
 
 	if (!dev || !dev[0] || !path || !path[0])
@@ -332,16 +343,7 @@ static json_t *run_device_switch(const struct api_ops *ops, const json_t *req)
 		return reply_error("cannot switch the device: not supported "
 				   "here");
 	rc = ops->device_switch(ops->ctx, dev, path, &data, why, sizeof(why));
-	if (rc < 0) {
-		json_decref(data);
-		return reply_error("cannot switch the device: %s",
-				   why[0] ? why : strerror(-rc));
-	}
-	reply = reply_ok();
-	if (reply && json_is_object(data))
-		json_object_update(reply, data);
-	json_decref(data);
-	return reply;
+	return reply_op(rc, data, "switch the device", why);
 }
 
 static json_t *handle_request(const struct api_ops *ops, const json_t *req)

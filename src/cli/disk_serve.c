@@ -31,6 +31,7 @@
 #include "cli/run.h"
 #include "migration/migrate.h"
 #include "util/log.h"
+#include "util/parse.h"
 #include "virtio/blk_remote.h"
 
 #define LOCK_POLL_MS 50
@@ -187,7 +188,7 @@ static int listen_on(const char *uri, int *out, struct err *e)
 	uint16_t port;
 	int fd, rc, one = 1;
 
-	rc = brp_parse_uri(uri, host, sizeof(host), &port, e);
+	rc = parse_tcp_uri(uri, host, sizeof(host), &port, e);
 	if (rc)
 		return rc;
 	snprintf(ps, sizeof(ps), "%u", port);

@@ -216,7 +216,7 @@ static int parse_disk(char *arg, struct machine_config *mc)
 		return usage_error("%s", "--disk needs a PATH");
 	if (!strncmp(arg, "remote=", 7)) {
 		arg += 7;
-		if (brp_parse_uri(arg, host, sizeof(host), &port, &e))
+		if (parse_tcp_uri(arg, host, sizeof(host), &port, &e))
 			return usage_error("--disk remote=%s must be "
 					   "remote=tcp:HOST:PORT",
 					   arg);
@@ -641,7 +641,7 @@ static int op_migrate(void *ctx, const struct api_migrate_req *req,
 	uint16_t port;
 	int rc;
 
-	if (migrate_parse_uri(req->to, host, sizeof(host), &port, &e)) {
+	if (parse_tcp_uri(req->to, host, sizeof(host), &port, &e)) {
 		snprintf(why, whylen, "%s", e.msg);
 		return -EINVAL;
 	}

@@ -25,6 +25,7 @@
 #include "migration/vmstate.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/parse.h"
 #include "util/sock.h"
 
 #define MAGIC "DVMM-MIG"
@@ -126,28 +127,6 @@ int migrate_load_secret(const char *path, struct migrate_secret *s,
 			       "in hex",
 			       path, MIGRATE_SECRET_MIN, MIGRATE_SECRET_MAX);
 	s->len = len;
-	return 0;
-}
-
-int migrate_parse_uri(const char *uri, char *host, size_t hostlen,
-		      uint16_t *port, struct err *e)
-{
-	const char *colon;
-	char *end;
-	long p;
-
-	if (strncmp(uri, "tcp:", 4))
-		return err_set(e, -EINVAL, "'%s' is not tcp:HOST:PORT", uri);
-	colon = strrchr(uri + 4, ':');
-	if (!colon || colon == uri + 4 ||
-	    (size_t)(colon - (uri + 4)) >= hostlen)
-		return err_set(e, -EINVAL, "'%s' is not tcp:HOST:PORT", uri);
-	p = strtol(colon + 1, &end, 10);
-	if (*end || p < 1 || p > 65535)
-		return err_set(e, -EINVAL, "'%s': bad port", uri);
-	memcpy(host, uri + 4, (size_t)(colon - (uri + 4)));
-	host[colon - (uri + 4)] = 0;
-	*port = (uint16_t)p;
 	return 0;
 }
 
@@ -406,7 +385,7 @@ static int resolve(const char *uri, bool passive, struct addrinfo **ai,
 				 .ai_flags = passive ? AI_PASSIVE : 0};
 	char host[256], port[8];
 	uint16_t p;
-	int rc = migrate_parse_uri(uri, host, sizeof(host), &p, e);
+	int rc = parse_tcp_uri(uri, host, sizeof(host), &p, e);
 
 	if (rc)
 		return rc;

@@ -87,9 +87,6 @@ struct migrate_progress {
 /* A secret file: hex, 16 to 64 bytes, not readable by every user. */
 int migrate_load_secret(const char *path, struct migrate_secret *s,
 			struct err *e);
-/* "tcp:HOST:PORT" into a numeric host and port. */
-int migrate_parse_uri(const char *uri, char *host, size_t hostlen,
-		      uint16_t *port, struct err *e);
 
 /*
  * Source: connect to @uri, authenticate, copy the RAM while the VM runs

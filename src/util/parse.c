@@ -96,3 +96,25 @@ int parse_mac(const char *s, uint8_t mac[6])
 	memcpy(mac, out, 6);
 	return 0;
 }
+
+int parse_tcp_uri(const char *uri, char *host, size_t hostlen, uint16_t *port,
+		  struct err *e)
+{
+	const char *colon;
+	char *end;
+	long p;
+
+	if (strncmp(uri, "tcp:", 4))
+		return err_set(e, -EINVAL, "'%s' is not tcp:HOST:PORT", uri);
+	colon = strrchr(uri + 4, ':');
+	if (!colon || colon == uri + 4 ||
+	    (size_t)(colon - (uri + 4)) >= hostlen)
+		return err_set(e, -EINVAL, "'%s' is not tcp:HOST:PORT", uri);
+	p = strtol(colon + 1, &end, 10);
+	if (*end || p < 1 || p > 65535)
+		return err_set(e, -EINVAL, "'%s': bad port", uri);
+	memcpy(host, uri + 4, (size_t)(colon - (uri + 4)));
+	host[colon - (uri + 4)] = 0;
+	*port = (uint16_t)p;
+	return 0;
+}

@@ -24,6 +24,7 @@
 
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/parse.h"
 #include "util/sock.h"
 #include "util/thread.h"
 #include "virtio/blk_remote.h"
@@ -432,28 +433,6 @@ int brp_handshake_server(int fd, const uint8_t *secret, size_t secret_len,
 	return 0;
 }
 
-int brp_parse_uri(const char *uri, char *host, size_t hostlen, uint16_t *port,
-		  struct err *e)
-{
-	const char *colon;
-	char *end;
-	long p;
-
-	if (strncmp(uri, "tcp:", 4))
-		return err_set(e, -EINVAL, "'%s' is not tcp:HOST:PORT", uri);
-	colon = strrchr(uri + 4, ':');
-	if (!colon || colon == uri + 4 ||
-	    (size_t)(colon - (uri + 4)) >= hostlen)
-		return err_set(e, -EINVAL, "'%s' is not tcp:HOST:PORT", uri);
-	p = strtol(colon + 1, &end, 10);
-	if (!colon[1] || *end || p < 1 || p > 65535)
-		return err_set(e, -EINVAL, "'%s': bad port", uri);
-	memcpy(host, uri + 4, (size_t)(colon - (uri + 4)));
-	host[colon - (uri + 4)] = 0;
-	*port = (uint16_t)p;
-	return 0;
-}
-
 /* ---- the server ---- */
 
 static int serve_one(const struct brp_image *img, const struct brp_msg *m,
@@ -729,7 +708,7 @@ int brp_client_connect(struct brp_client **out, const char *uri,
 	int rc;
 
 	*out = NULL;
-	rc = brp_parse_uri(uri, host, sizeof(host), &port, e);
+	rc = parse_tcp_uri(uri, host, sizeof(host), &port, e);
 	if (rc)
 		return rc;
 	c = calloc(1, sizeof(*c));

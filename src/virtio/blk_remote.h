@@ -126,10 +126,6 @@ int brp_handshake_client(int fd, const uint8_t *secret, size_t secret_len,
 int brp_handshake_server(int fd, const uint8_t *secret, size_t secret_len,
 			 struct brp_chan *c, struct err *e);
 
-/* "tcp:HOST:PORT" into host and port. */
-int brp_parse_uri(const char *uri, char *host, size_t hostlen, uint16_t *port,
-		  struct err *e);
-
 /* ---- the server ---- */
 
 struct brp_image {

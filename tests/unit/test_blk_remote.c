@@ -25,6 +25,7 @@
 #include <sodium.h>
 
 #include "util/clock.h"
+#include "util/parse.h"
 #include "virtio/blk_remote.h"
 
 #define SIZE (4u << 20)
@@ -310,21 +311,21 @@ static void test_parse_uri(void **state)
 	uint16_t port;
 
 	(void)state;
-	assert_int_equal(brp_parse_uri("tcp:10.0.0.1:4000", host, sizeof(host),
+	assert_int_equal(parse_tcp_uri("tcp:10.0.0.1:4000", host, sizeof(host),
 				       &port, &e),
 			 0);
 	assert_string_equal(host, "10.0.0.1");
 	assert_int_equal(port, 4000);
 	assert_int_not_equal(
-		brp_parse_uri("udp:h:1", host, sizeof(host), &port, &e), 0);
+		parse_tcp_uri("udp:h:1", host, sizeof(host), &port, &e), 0);
 	assert_int_not_equal(
-		brp_parse_uri("tcp:h:", host, sizeof(host), &port, &e), 0);
+		parse_tcp_uri("tcp:h:", host, sizeof(host), &port, &e), 0);
 	assert_int_not_equal(
-		brp_parse_uri("tcp::5", host, sizeof(host), &port, &e), 0);
+		parse_tcp_uri("tcp::5", host, sizeof(host), &port, &e), 0);
 	assert_int_not_equal(
-		brp_parse_uri("tcp:h:70000", host, sizeof(host), &port, &e), 0);
+		parse_tcp_uri("tcp:h:70000", host, sizeof(host), &port, &e), 0);
 	assert_int_not_equal(
-		brp_parse_uri("tcp:h", host, sizeof(host), &port, &e), 0);
+		parse_tcp_uri("tcp:h", host, sizeof(host), &port, &e), 0);
 }
 
 /* ---- over sockets ---- */
