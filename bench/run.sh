@@ -5,7 +5,7 @@
 # (each section starts with its "## " title line).
 cd "$(dirname "$0")/.." || exit 1
 OUT=docs/benchmarks.md
-ALL="bench/boot.sh bench/virtio.sh bench/cluster.sh bench/dsm.sh bench/multinode.sh bench/vtime.sh bench/migration.sh"
+ALL="bench/boot.sh bench/virtio.sh bench/cluster.sh bench/dsm.sh bench/multinode.sh bench/vtime.sh bench/migration.sh bench/globalnic.sh"
 tmp=$(mktemp)
 sec=$(mktemp)
 trap 'rm -f "$tmp" "$sec"' EXIT

@@ -30,7 +30,7 @@
 #define VEC_WAKE	0x31		/* IPI that only wakes a halted CPU */
 #define VEC_IPI_BASE	0x40		/* fixed IPI from cpu N: 0x40 + N */
 #define VEC_MSI_BASE	0x80		/* device MSI-X: 0x80 + n counts msi[n] */
-#define NR_MSI_VECTORS	32
+#define NR_MSI_VECTORS	96		/* 0x80-0xdf */
 #define VEC_SPURIOUS	0xff
 
 /* Syscalls: number in rax, arguments in rdi, rsi, rdx, r10. */

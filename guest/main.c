@@ -338,6 +338,8 @@ static const struct test {
 	{ "badring", test_badring },
 	{ "blkbench", test_blkbench },
 	{ "netbench", test_netbench },
+	{ "netlat", test_netlat },
+	{ "netfail", test_netfail },
 	{ "kickbench", test_kickbench },
 	{ "coherence", test_coherence },
 	{ "pingpong", test_pingpong },

@@ -1,9 +1,10 @@
 /*
- * net.c - the virtio-net driver (receiveq 0 / transmitq 1 of the first
- * queue pair, 2 KiB buffers holding the 12-byte virtio_net_hdr_v1 and a
- * whole frame, no offloads, MRG_RXBUF only if the device insists) and
- * the minimal IPv4 pieces the net tests need: ARP, IPv4/ICMP/UDP frames
- * and the Internet checksum (see net.h).
+ * net.c - the virtio-net driver (receiveq 2p / transmitq 2p + 1 of each
+ * queue pair p used: only pair 0 without MQ; 2 KiB buffers holding the
+ * 12-byte virtio_net_hdr_v1 and a whole frame, no offloads, MRG_RXBUF
+ * only if the device insists; with MQ the control queue enables the
+ * pairs) and the minimal IPv4 pieces the net tests need: ARP,
+ * IPv4/ICMP/UDP frames and the Internet checksum (see net.h).
  */
 #include "net.h"
 
@@ -11,9 +12,18 @@
 #define VIRTIO_NET_F_MAC	5
 #define VIRTIO_NET_F_MRG_RXBUF	15
 #define VIRTIO_NET_F_STATUS	16
+#define VIRTIO_NET_F_CTRL_VQ	17
+#define VIRTIO_NET_F_MQ		22
 #define VIRTIO_NET_S_LINK_UP	1
+#define VIRTIO_NET_CTRL_MQ	4
+#define VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET 0
+#define VIRTIO_NET_OK		0
+#define CFG_STATUS		6	/* le16 */
+#define CFG_MAX_PAIRS		8	/* le16 */
+#define CFG_MTU			10	/* le16 */
+#define CTRL_QUEUE_SIZE		16
+#define CTRL_TIMEOUT		NSEC_PER_SEC
 #define MIN_FRAME		60
-#define MAX_NICS		8
 
 struct arp_pkt {
 	u16 htype, ptype;
@@ -25,7 +35,7 @@ struct arp_pkt {
 	u32 tpa;
 } __attribute__((packed));
 
-static struct nic nics[MAX_NICS];
+static struct nic nics[NET_MAX_NICS];
 
 /* ---- addresses from the command line ---- */
 
@@ -166,49 +176,189 @@ static u32 build_arp(struct nic *n, u8 *f, u16 op, const u8 *tha, u32 tpa)
 
 /* ---- the device ---- */
 
-static bool post_rx(struct nic *n, u8 *buf)
+static bool post_rx(struct nic_pair *p, u8 *buf)
 {
 	struct vbuf vb = { (u64)buf, NET_BUF, true };
 
-	return !vq_add(&n->vd->vq[0], &vb, 1, buf, false);
+	return !vq_add(p->rx, &vb, 1, buf, false);
+}
+
+int nic_count(void)
+{
+	char msg[MSG_LEN];
+	int count = 0;
+
+	if (!virtio_probe(msg))
+		return 0;
+	while (count < NET_MAX_NICS && virtio_find(VIRTIO_ID_NET, count))
+		count++;
+	return count;
+}
+
+/*
+ * virtio_begin; a device may insist on MRG_RXBUF: then take it, with one
+ * buffer per frame.
+ */
+static bool nic_begin(struct vdev *vd, u64 want, char *msg)
+{
+	char m2[MSG_LEN];
+
+	return virtio_begin(vd, want, m2) ||
+	       virtio_begin(vd, want | BIT(VIRTIO_NET_F_MRG_RXBUF), msg);
+}
+
+/*
+ * One command on the control queue: header (class, cmd), len bytes of
+ * data, the ack byte, in three descriptors. False with msg unless the
+ * device answered VIRTIO_NET_OK within CTRL_TIMEOUT.
+ */
+static bool ctrl_cmd(struct nic *n, u8 class, u8 cmd, const void *data,
+		     u32 len, char *msg)
+{
+	struct vq *q = n->ctrl;
+	u8 *b = n->ctrl_buf;
+	struct vbuf vb[3] = {
+		{ (u64)b, 2, false },
+		{ (u64)b + 16, len, false },
+		{ (u64)b + 64, 1, true },
+	};
+	void *cookie;
+	u32 got;
+	int r;
+
+	if (len > 48)
+		return FAIL("control command of %u bytes", len);
+	b[0] = class;
+	b[1] = cmd;
+	memcpy(b + 16, data, len);
+	b[64] = 0xff;		/* not a valid answer */
+	if (vq_add(q, vb, 3, b, false))
+		return FAIL("%s: control queue has no room", n->vd->name);
+	vq_kick(q);
+	if (!vq_wait(q, CTRL_TIMEOUT)) {
+		n->vd->broken = true;
+		return FAIL("%s: control command class %u cmd %u not answered "
+			    "in %lu ms", n->vd->name, class, cmd,
+			    CTRL_TIMEOUT / NSEC_PER_MSEC);
+	}
+	r = vq_get(q, &cookie, &got);
+	if (r != 1 || cookie != b) {
+		n->vd->broken = true;
+		return FAIL("%s: control queue: %s", n->vd->name,
+			    q->error[0] ? q->error : "bad used entry");
+	}
+	if (READ_ONCE(b[64]) != VIRTIO_NET_OK)
+		return FAIL("%s: control command class %u cmd %u answered "
+			    "%u, not OK (0)%s", n->vd->name, class, cmd,
+			    READ_ONCE(b[64]), READ_ONCE(b[64]) == 0xff ?
+			    " (ack byte not written)" : "");
+	return true;
+}
+
+/* Buffers and queues of pair i, nbufs buffers each way. */
+static bool setup_pair(struct nic *n, int i, int nbufs, char *msg)
+{
+	struct vdev *vd = n->vd;
+	struct nic_pair *p = &n->pair[i];
+
+	if (p->nbufs < nbufs) {		/* first time (or more needed) */
+		p->rx_bufs = dma_alloc(NET_BUF * nbufs, 4096);
+		p->tx_bufs = dma_alloc(NET_BUF * nbufs, 4096);
+		if (!p->rx_bufs || !p->tx_bufs) {
+			p->nbufs = 0;
+			return FAIL("DMA arena exhausted (%s, queue pair %d)",
+				    vd->name, i);
+		}
+		p->nbufs = nbufs;
+	}
+	if (!virtio_setup_vq(vd, 2 * i, nbufs, true, msg) ||
+	    !virtio_setup_vq(vd, 2 * i + 1, nbufs, false, msg))
+		return false;
+	p->rx = &vd->vq[2 * i];
+	p->tx = &vd->vq[2 * i + 1];
+	p->lock = 0;
+	p->error[0] = 0;
+	for (int k = 0; k < nbufs && k < p->rx->size; k++)
+		post_rx(p, p->rx_bufs + k * NET_BUF);
+	p->ntx_free = 0;
+	for (int k = 0; k < nbufs && k < p->tx->size; k++)
+		p->tx_free[p->ntx_free++] = k;
+	p->ntx_total = p->ntx_free;
+	return true;
 }
 
 struct nic *nic_open(int idx, char *msg)
 {
 	u64 want = BIT(VIRTIO_NET_F_MAC) | BIT(VIRTIO_NET_F_STATUS) |
 		   BIT(VIRTIO_NET_F_MTU);
+	u64 mq = BIT(VIRTIO_NET_F_MQ) | BIT(VIRTIO_NET_F_CTRL_VQ);
 	struct vdev *vd;
 	struct nic *n;
-	char m2[MSG_LEN];
+	int nbufs;
 
 	if (!virtio_probe(msg))
 		return NULL;
 	vd = virtio_find(VIRTIO_ID_NET, idx);
-	if (!vd || idx >= MAX_NICS) {
+	if (!vd || idx >= NET_MAX_NICS) {
 		snprintf(msg, MSG_LEN, "no virtio-net device %d", idx);
 		return NULL;
 	}
 	n = &nics[idx];
 	if (n->vd && virtio_live(vd))
 		return n;
-	if (!n->rx_bufs) {
-		n->rx_bufs = dma_alloc(NET_BUF * NET_RX_BUFS, 4096);
-		n->tx_bufs = dma_alloc(NET_BUF * NET_TX_BUFS, 4096);
-		if (!n->rx_bufs || !n->tx_bufs) {
-			snprintf(msg, MSG_LEN, "DMA arena exhausted");
-			return NULL;
-		}
-	}
 	n->vd = vd;
 	n->index = idx;
 	n->error[0] = 0;
-	/* a device may insist on MRG_RXBUF: then take it, with 1 buffer */
-	if (!virtio_begin(vd, want, m2) &&
-	    !virtio_begin(vd, want | BIT(VIRTIO_NET_F_MRG_RXBUF), msg))
+	n->mq = false;
+	n->ctrl = NULL;
+	if (cmdline_u64("net_mq", 1))
+		want |= mq;
+	if (!nic_begin(vd, want, msg))
 		return NULL;
-	if (!virtio_setup_vq(vd, 0, NET_RX_BUFS, true, msg) ||
-	    !virtio_setup_vq(vd, 1, NET_TX_BUFS, false, msg))
-		return NULL;
+	if (!virtio_has(vd, VIRTIO_NET_F_MQ) !=
+	    !virtio_has(vd, VIRTIO_NET_F_CTRL_VQ)) {
+		/* MQ needs the control queue; either alone is of no use */
+		printf("INFO %s: MQ and CTRL_VQ not offered together (features "
+		       "%lx): one queue pair\n", vd->name, vd->offered);
+		if (!nic_begin(vd, (want & ~mq) | (vd->features &
+				   BIT(VIRTIO_NET_F_MRG_RXBUF)), msg))
+			return NULL;
+	}
+	n->max_pairs = 1;
+	n->npairs = 1;
+	if (virtio_has(vd, VIRTIO_NET_F_MQ)) {
+		u64 lim = cmdline_u64("net_pairs", NET_MAX_PAIRS);
+		u16 max;
+
+		virtio_cfg_read(vd, CFG_MAX_PAIRS, &max, 2);
+		if (max < 1 || max > 0x8000) {
+			virtio_set_status(vd, virtio_status(vd) |
+				VIRTIO_S_FAILED);
+			snprintf(msg, MSG_LEN, "%s: max_virtqueue_pairs %u (not "
+				 "in 1..32768)", vd->name, max);
+			return NULL;
+		}
+		n->max_pairs = max;
+		n->npairs = max < NET_MAX_PAIRS ? max : NET_MAX_PAIRS;
+		if (lim >= 1 && lim < (u64)n->npairs)
+			n->npairs = lim;
+	}
+	nbufs = n->npairs > 1 ? NET_MQ_BUFS : NET_RX_BUFS;
+	for (int i = 0; i < n->npairs; i++)
+		if (!setup_pair(n, i, nbufs, msg))
+			return NULL;
+	if (virtio_has(vd, VIRTIO_NET_F_CTRL_VQ)) {
+		/* queue 2 * max_virtqueue_pairs, kept after our pairs */
+		if (!n->ctrl_buf && !(n->ctrl_buf = dma_alloc(128, 64))) {
+			snprintf(msg, MSG_LEN, "DMA arena exhausted (%s, "
+				 "control queue)", vd->name);
+			return NULL;
+		}
+		if (!virtio_setup_vq_at(vd, 2 * n->npairs, 2 * n->max_pairs,
+					CTRL_QUEUE_SIZE, false, msg))
+			return NULL;
+		n->ctrl = &vd->vq[2 * n->npairs];
+	}
 	if (virtio_has(vd, VIRTIO_NET_F_MAC)) {
 		virtio_cfg_read(vd, 0, n->mac, 6);
 	} else {
@@ -219,7 +369,7 @@ struct nic *nic_open(int idx, char *msg)
 	}
 	n->mtu = 1500;
 	if (virtio_has(vd, VIRTIO_NET_F_MTU)) {
-		virtio_cfg_read(vd, 10, &n->mtu, 2);
+		virtio_cfg_read(vd, CFG_MTU, &n->mtu, 2);
 		if (n->mtu > 1500)
 			n->mtu = 1500;	/* our buffers hold 1514-byte frames */
 	}
@@ -227,15 +377,26 @@ struct nic *nic_open(int idx, char *msg)
 	n->peer_ip = cmdline_ip("net_peer", idx, 0x0a000201);	/* 10.0.2.1 */
 	n->port = cmdline_u64("net_port", 7777);
 	n->peer_known = false;
-	for (int i = 0; i < NET_RX_BUFS && i < vd->vq[0].size; i++)
-		post_rx(n, n->rx_bufs + i * NET_BUF);
-	n->ntx_free = 0;
-	for (int i = 0; i < NET_TX_BUFS && i < vd->vq[1].size; i++)
-		n->tx_free[n->ntx_free++] = i;
-	n->ntx_total = n->ntx_free;
 	if (!virtio_ready(vd, msg))
 		return NULL;
-	vq_kick(&vd->vq[0]);
+	for (int i = 0; i < n->npairs; i++)
+		vq_kick(n->pair[i].rx);
+	if (virtio_has(vd, VIRTIO_NET_F_MQ)) {
+		u16 pairs = n->npairs;
+
+		if (!ctrl_cmd(n, VIRTIO_NET_CTRL_MQ,
+			      VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, &pairs, 2, msg)) {
+			char m2[MSG_LEN];
+
+			/* not usable as set up: the next nic_open starts over */
+			vd->broken = true;
+			snprintf(m2, MSG_LEN, "%s", msg);
+			snprintf(msg, MSG_LEN, "VQ_PAIRS_SET(%u) of %u: %s",
+				 pairs, n->max_pairs, m2);
+			return NULL;
+		}
+		n->mq = true;
+	}
 	return n;
 }
 
@@ -247,10 +408,38 @@ static bool send_arp(struct nic *n, u16 op, const u8 *tha, u32 tpa,
 	return nic_send(n, f, build_arp(n, f, op, tha, tpa), true, msg);
 }
 
-static void handle_arp(struct nic *n, const u8 *f, u32 len)
+/* Queue one frame on a pair whose lock we hold and that has a free buffer. */
+static bool pair_send(struct nic *n, struct nic_pair *p, const void *frame,
+		      u32 len, bool kick, char *msg)
+{
+	u16 i = p->tx_free[--p->ntx_free];
+	u8 *buf = p->tx_bufs + i * NET_BUF;
+
+	memset(buf, 0, NET_HDR_LEN);	/* no offloads */
+	memcpy(buf + NET_HDR_LEN, frame, len);
+	if (len < MIN_FRAME) {
+		memset(buf + NET_HDR_LEN + len, 0, MIN_FRAME - len);
+		len = MIN_FRAME;
+	}
+	if (vq_add(p->tx, &(struct vbuf){ (u64)buf, NET_HDR_LEN + len,
+					  false }, 1, buf, false)) {
+		p->tx_free[p->ntx_free++] = i;
+		return FAIL("%s: transmitq %u has no room", n->vd->name,
+			    p->tx->index);
+	}
+	p->tx_frames++;
+	if (kick)
+		vq_kick(p->tx);
+	return true;
+}
+
+/* An ARP frame came in on pair p (locked): learn the peer, answer for us. */
+static void handle_arp(struct nic *n, struct nic_pair *p, const u8 *f,
+		       u32 len)
 {
 	const struct arp_pkt *a = (const void *)(f + ETH_HLEN);
 	char m[MSG_LEN];
+	u8 r[64];
 
 	if (len < ETH_HLEN + sizeof(*a) || a->htype != htons(1) ||
 	    a->ptype != htons(ETH_P_IP) || a->hlen != 6 || a->plen != 4)
@@ -259,14 +448,18 @@ static void handle_arp(struct nic *n, const u8 *f, u32 len)
 		memcpy(n->peer_mac, a->sha, 6);
 		n->peer_known = true;
 	}
-	if (a->op == htons(1) && ntohl(a->tpa) == n->ip &&
-	    send_arp(n, 2, a->sha, ntohl(a->spa), m))
-		n->arp_answered++;
+	/* answered on the same pair; with no free buffer, the asker retries */
+	if (a->op == htons(1) && ntohl(a->tpa) == n->ip && p->ntx_free &&
+	    pair_send(n, p, r, build_arp(n, r, 2, a->sha, ntohl(a->spa)), true,
+		      m))
+		p->arp_answered++;
 }
 
-bool nic_poll(struct nic *n)
+/* nic_poll_pair with the pair's lock held. */
+static bool pair_poll(struct nic *n, int pi)
 {
-	struct vq *rx = &n->vd->vq[0], *tx = &n->vd->vq[1];
+	struct nic_pair *p = &n->pair[pi];
+	struct vq *rx = p->rx, *tx = p->tx;
 	bool reposted = false;
 	void *cookie;
 	u32 len;
@@ -276,71 +469,200 @@ bool nic_poll(struct nic *n)
 		u8 *buf = cookie, *f = buf + NET_HDR_LEN;
 		u16 nbufs = *(u16 *)(buf + 10);
 
-		n->rx_frames++;
+		p->rx_frames++;
 		if (len >= NET_HDR_LEN + ETH_HLEN && len <= NET_BUF &&
 		    (!virtio_has(n->vd, VIRTIO_NET_F_MRG_RXBUF) || nbufs == 1)) {
 			u16 type = ntohs(((struct eth_hdr *)f)->type);
 
 			len -= NET_HDR_LEN;
 			if (type == ETH_P_ARP)
-				handle_arp(n, f, len);
+				handle_arp(n, p, f, len);
 			else if (type == ETH_P_IP && n->rx)
-				n->rx(n, f, len);
+				n->rx(n, pi, f, len);
 			else
-				n->rx_other++;
+				p->rx_other++;
 		} else {
-			n->rx_other++;
+			p->rx_other++;
 		}
-		post_rx(n, buf);
+		post_rx(p, buf);
 		reposted = true;
 	}
 	if (r < 0)
-		snprintf(n->error, MSG_LEN, "receiveq: %s", rx->error);
+		snprintf(p->error, MSG_LEN, "receiveq %u: %s", rx->index,
+			 rx->error);
 	if (reposted)
 		vq_kick(rx);
 	while ((r = vq_get(tx, &cookie, &len)) == 1)
-		n->tx_free[n->ntx_free++] = ((u8 *)cookie - n->tx_bufs) /
+		p->tx_free[p->ntx_free++] = ((u8 *)cookie - p->tx_bufs) /
 					    NET_BUF;
 	if (r < 0)
-		snprintf(n->error, MSG_LEN, "transmitq: %s", tx->error);
+		snprintf(p->error, MSG_LEN, "transmitq %u: %s", tx->index,
+			 tx->error);
+	return !p->error[0];
+}
+
+bool nic_poll_pair(struct nic *n, int pi)
+{
+	struct nic_pair *p = &n->pair[pi];
+	bool ok;
+
+	spin_lock(&p->lock);
+	ok = pair_poll(n, pi);
+	spin_unlock(&p->lock);
+	return ok;
+}
+
+bool nic_poll(struct nic *n)
+{
+	for (int i = 0; i < n->npairs; i++)
+		if (!nic_poll_pair(n, i) && !n->error[0])
+			snprintf(n->error, MSG_LEN, "%s", n->pair[i].error);
 	return !n->error[0];
+}
+
+bool nic_send_pair(struct nic *n, int pi, const void *frame, u32 len,
+		   bool kick, char *msg)
+{
+	struct nic_pair *p = &n->pair[pi];
+	u64 start = clock_ns();
+	bool ok;
+
+	if (len > ETH_HLEN + (u32)n->mtu)
+		return FAIL("frame of %u bytes > MTU %u", len, n->mtu);
+	if (pi < 0 || pi >= n->npairs)
+		return FAIL("%s: no queue pair %d (%d in use)", n->vd->name,
+			    pi, n->npairs);
+	for (;;) {
+		spin_lock(&p->lock);
+		if (!p->ntx_free) {
+			vq_kick(p->tx);
+			pair_poll(n, pi);
+		}
+		if (p->ntx_free || p->error[0])
+			break;
+		spin_unlock(&p->lock);
+		if (clock_ns() - start > 2 * NSEC_PER_SEC)
+			return FAIL("%s: transmitq %u full for 2 s",
+				    n->vd->name, p->tx->index);
+		vq_wait(p->tx, NSEC_PER_MSEC);
+	}
+	if (p->error[0]) {
+		spin_unlock(&p->lock);
+		return FAIL("%s: %s", n->vd->name, p->error);
+	}
+	ok = pair_send(n, p, frame, len, kick, msg);
+	spin_unlock(&p->lock);
+	return ok;
 }
 
 bool nic_send(struct nic *n, const void *frame, u32 len, bool kick,
 	      char *msg)
 {
-	struct vq *tx = &n->vd->vq[1];
-	u64 start = clock_ns();
-	u8 *buf;
-	u16 i;
+	return nic_send_pair(n, nic_pair_of(n, cpu_id()), frame, len, kick,
+			     msg);
+}
 
-	if (len > ETH_HLEN + (u32)n->mtu)
-		return FAIL("frame of %u bytes > MTU %u", len, n->mtu);
-	while (!n->ntx_free) {
-		vq_kick(tx);
-		if (!nic_poll(n))
-			return FAIL("%s: %s", n->vd->name, n->error);
-		if (clock_ns() - start > 2 * NSEC_PER_SEC)
-			return FAIL("%s: transmit queue full for 2 s",
-				    n->vd->name);
-		if (!n->ntx_free)
-			vq_wait(tx, NSEC_PER_MSEC);
+void nic_kick_pair(struct nic *n, int pi)
+{
+	struct nic_pair *p = &n->pair[pi];
+
+	spin_lock(&p->lock);
+	vq_kick(p->tx);
+	spin_unlock(&p->lock);
+}
+
+int nic_tx_free(struct nic *n, int pi)
+{
+	return READ_ONCE(n->pair[pi].ntx_free);
+}
+
+bool nic_wait_pair(struct nic *n, int pi, u64 timeout_ns)
+{
+	struct vq *qs[NET_MAX_PAIRS];
+
+	if (pi >= 0)
+		return vq_wait(n->pair[pi].rx, timeout_ns);
+	for (int i = 0; i < n->npairs; i++)
+		qs[i] = n->pair[i].rx;
+	return vq_wait_any(qs, n->npairs, timeout_ns);
+}
+
+void nic_set_irq(struct nic *n, bool on)
+{
+	for (int i = 0; i < n->npairs; i++)
+		vq_set_irq(n->pair[i].rx, on);
+}
+
+void nic_irq_cpu(struct nic *n, u32 cpu)
+{
+	for (int i = 0; i < n->npairs; i++) {
+		vq_set_irq_cpu(n->pair[i].rx, cpu);
+		vq_set_irq_cpu(n->pair[i].tx, cpu);
 	}
-	i = n->tx_free[--n->ntx_free];
-	buf = n->tx_bufs + i * NET_BUF;
-	memset(buf, 0, NET_HDR_LEN);	/* no offloads */
-	memcpy(buf + NET_HDR_LEN, frame, len);
-	if (len < MIN_FRAME) {
-		memset(buf + NET_HDR_LEN + len, 0, MIN_FRAME - len);
-		len = MIN_FRAME;
+	if (n->ctrl)
+		vq_set_irq_cpu(n->ctrl, cpu);
+	virtio_config_irq_cpu(n->vd, cpu);
+}
+
+u64 nic_rx_irqs(struct nic *n)
+{
+	u64 sum = 0;
+
+	for (int i = 0; i < n->npairs; i++)
+		sum += vq_irqs(n->pair[i].rx);
+	return sum;
+}
+
+u64 nic_rx_frames(struct nic *n)
+{
+	u64 sum = 0;
+
+	for (int i = 0; i < n->npairs; i++)
+		sum += READ_ONCE(n->pair[i].rx_frames);
+	return sum;
+}
+
+u64 nic_tx_frames(struct nic *n)
+{
+	u64 sum = 0;
+
+	for (int i = 0; i < n->npairs; i++)
+		sum += READ_ONCE(n->pair[i].tx_frames);
+	return sum;
+}
+
+bool nic_has_link_status(struct nic *n)
+{
+	return virtio_has(n->vd, VIRTIO_NET_F_STATUS);
+}
+
+bool nic_link(struct nic *n)
+{
+	u16 st;
+
+	if (!nic_has_link_status(n))
+		return true;
+	virtio_cfg_read(n->vd, CFG_STATUS, &st, 2);
+	return st & VIRTIO_NET_S_LINK_UP;
+}
+
+bool link_up(struct nic *n, char *msg)
+{
+	u64 wait = cmdline_u64("net_link_wait_ms", 2000) * NSEC_PER_MSEC;
+	u64 start = clock_ns();
+	u16 st;
+
+	if (!nic_has_link_status(n))
+		return true;
+	for (;;) {
+		virtio_cfg_read(n->vd, CFG_STATUS, &st, 2);
+		if (st & VIRTIO_NET_S_LINK_UP)
+			return true;
+		if (clock_ns() - start >= wait)
+			return FAIL("%s: link down (status %x) for %lu ms",
+				    n->vd->name, st, wait / NSEC_PER_MSEC);
+		sleep_ns(10 * NSEC_PER_MSEC);
 	}
-	if (vq_add(tx, &(struct vbuf){ (u64)buf, NET_HDR_LEN + len, false },
-		   1, buf, false))
-		return FAIL("%s: transmitq has no room", n->vd->name);
-	n->tx_frames++;
-	if (kick)
-		vq_kick(tx);
-	return true;
 }
 
 bool arp_resolve(struct nic *n, u64 timeout_ns, char *msg)
@@ -365,7 +687,7 @@ bool arp_resolve(struct nic *n, u64 timeout_ns, char *msg)
 		if (!nic_poll(n))
 			return FAIL("%s: %s", n->vd->name, n->error);
 		if (!n->peer_known)
-			vq_wait(&n->vd->vq[0], NSEC_PER_MSEC);
+			nic_wait(n, NSEC_PER_MSEC);
 	}
 	return true;
 }
@@ -374,18 +696,20 @@ bool net_selftest(int idx, char *msg)
 {
 	struct nic *n = nic_open(idx, msg);
 	u64 start = clock_ns();
+	struct nic_pair *p;
 
 	if (!n)
 		return false;
+	p = &n->pair[nic_pair_of(n, cpu_id())];
 	if (!send_arp(n, 1, NULL, n->peer_ip, msg))
 		return false;
-	while (n->ntx_free < n->ntx_total) {
+	while (READ_ONCE(p->ntx_free) < p->ntx_total) {
 		if (!nic_poll(n))
 			return FAIL("%s: %s", n->vd->name, n->error);
 		if (clock_ns() - start > 2 * NSEC_PER_SEC)
 			return FAIL("%s: ARP request not transmitted in 2 s",
 				    n->vd->name);
-		vq_wait(&n->vd->vq[1], NSEC_PER_MSEC);
+		vq_wait(p->tx, NSEC_PER_MSEC);
 	}
 	return true;
 }

@@ -566,7 +566,7 @@ static struct {
 	u64 last_rx, max_gap, rtt_sum, rtt_max;
 } us;
 
-static void us_rx(struct nic *n, const u8 *f, u32 len)
+static void us_rx(struct nic *n, int pair, const u8 *f, u32 len)
 {
 	const struct ip_hdr *ip = (const void *)(f + ETH_HLEN);
 	const struct udp_hdr *u;
@@ -574,6 +574,7 @@ static void us_rx(struct nic *n, const u8 *f, u32 len)
 	u32 ihl, tot;
 	u64 now;
 
+	(void)pair;
 	if (len < ETH_HLEN + IP_HLEN || (ip->vihl >> 4) != 4)
 		return;
 	ihl = (ip->vihl & 15) * 4;
@@ -662,15 +663,14 @@ bool test_udpstream(char *msg)
 			return FAIL("%s: %s", n->vd->name, n->error);
 		now = clock_ns();
 		if (now < next && now < end)
-			vq_wait(&n->vd->vq[0],
-				(next < end ? next : end) - now);
+			nic_wait(n, (next < end ? next : end) - now);
 		now = clock_ns();
 	}
 	for (u64 dend = now + US_DRAIN;
 	     us.echoed < us.sent && clock_ns() < dend;) {
 		if (!nic_poll(n))
 			return FAIL("%s: %s", n->vd->name, n->error);
-		vq_wait(&n->vd->vq[0], NSEC_PER_MSEC);
+		nic_wait(n, NSEC_PER_MSEC);
 	}
 	lost = us.sent - us.echoed;
 	gap_ms = us.max_gap / NSEC_PER_MSEC;

@@ -86,6 +86,8 @@ bool test_blk(char *msg);		/* tests_blk.c */
 bool test_blkbench(char *msg);
 bool test_net(char *msg);		/* tests_net.c */
 bool test_netbench(char *msg);
+bool test_netlat(char *msg);
+bool test_netfail(char *msg);
 bool test_coherence(char *msg);		/* tests_cluster.c */
 bool test_pingpong(char *msg);
 bool test_private(char *msg);

@@ -14,7 +14,7 @@
  */
 #include "virtio.h"
 
-#define DMA_ARENA_SIZE	(8ULL << 20)
+#define DMA_ARENA_SIZE	(16ULL << 20)
 
 /* virtio_pci_cap.cfg_type */
 #define CAP_COMMON	1
@@ -381,13 +381,27 @@ static void vq_reset_state(struct vq *q)
 	q->spin_ns = VQ_SPIN_NS;
 }
 
+bool virtio_config_irq_cpu(struct vdev *vd, u32 cpu)
+{
+	if (!vd->msix || vd->config_msi_slot < 0 || cpu >= sys.ncpus)
+		return false;
+	return pci_msix_set(vd->pci, 0, sys.apic[cpu],
+			    VEC_MSI_BASE + vd->config_msi_slot);
+}
+
 bool virtio_setup_vq(struct vdev *vd, u16 qi, u16 max_size, bool irq,
 		     char *msg)
 {
-	struct vq *q = &vd->vq[qi];
+	return virtio_setup_vq_at(vd, qi, qi, max_size, irq, msg);
+}
+
+bool virtio_setup_vq_at(struct vdev *vd, u16 slot, u16 qi, u16 max_size,
+			bool irq, char *msg)
+{
+	struct vq *q = &vd->vq[slot];
 	u16 size, noff;
 
-	if (qi >= VQ_MAX)
+	if (slot >= VQ_MAX)
 		return FAIL("%s: queue %u: only %u supported", vd->name, qi,
 			    VQ_MAX);
 	cc_w16(vd, CC_Q_SELECT, qi);
@@ -417,13 +431,14 @@ bool virtio_setup_vq(struct vdev *vd, u16 qi, u16 max_size, bool irq,
 	vq_reset_state(q);
 	q->irq_wanted = irq;
 	q->msi_slot = -1;
-	if (irq && vd->msix) {
-		if (vd->msi_slots[qi] < 0)
-			vd->msi_slots[qi] = alloc_msi_slot();
-		if (vd->msi_slots[qi] >= 0 &&
+	/* MSI-X entry qi + 1, if the table has it; else no vector */
+	if (irq && vd->msix && qi + 1U < vd->pci->msix_size) {
+		if (vd->msi_slots[slot] < 0)
+			vd->msi_slots[slot] = alloc_msi_slot();
+		if (vd->msi_slots[slot] >= 0 &&
 		    pci_msix_set(vd->pci, qi + 1, sys.apic[0],
-				 VEC_MSI_BASE + vd->msi_slots[qi]))
-			q->msi_slot = vd->msi_slots[qi];
+				 VEC_MSI_BASE + vd->msi_slots[slot]))
+			q->msi_slot = vd->msi_slots[slot];
 	}
 	vq_set_irq(q, irq);
 	cc_w16(vd, CC_Q_SIZE, size);
@@ -479,6 +494,14 @@ void vq_set_irq(struct vq *q, bool on)
 u64 vq_irqs(struct vq *q)
 {
 	return msi_count(q->msi_slot);
+}
+
+bool vq_set_irq_cpu(struct vq *q, u32 cpu)
+{
+	if (!q->ready || q->msi_slot < 0 || cpu >= sys.ncpus)
+		return false;
+	return pci_msix_set(q->vd->pci, q->index + 1, sys.apic[cpu],
+			    VEC_MSI_BASE + q->msi_slot);
 }
 
 int vq_add(struct vq *q, const struct vbuf *b, int n, void *cookie,
@@ -599,36 +622,56 @@ int vq_get(struct vq *q, void **cookie, u32 *len)
 	return 1;
 }
 
-bool vq_wait(struct vq *q, u64 timeout_ns)
+static bool any_pending(struct vq *const *qs, int n)
+{
+	for (int k = 0; k < n; k++)
+		if (vq_pending(qs[k]))
+			return true;
+	return false;
+}
+
+bool vq_wait_any(struct vq *const *qs, int n, u64 timeout_ns)
 {
 	static volatile u64 nothing;
-	u64 start = clock_ns();
+	u64 start = clock_ns(), spin = 0;
+	volatile u64 *cnt = &nothing;
 
+	if (n < 1)
+		return false;
+	/* any interrupt ends a halt: watching one queue's counter will do */
+	for (int k = n - 1; k >= 0; k--) {
+		if (qs[k]->msi_slot >= 0)
+			cnt = &this_cpu()->msi[qs[k]->msi_slot];
+		if (qs[k]->spin_ns > spin)
+			spin = qs[k]->spin_ns;
+	}
 	for (;;) {
-		volatile u64 *cnt;
 		u64 now, seen;
 
 		for (int i = 0; i < 512; i++) {
-			if (vq_pending(q))
+			if (any_pending(qs, n))
 				return true;
 			cpu_relax();
 		}
 		now = clock_ns();
 		if (now - start >= timeout_ns)
-			return vq_pending(q);
-		if (now - start < q->spin_ns)
+			return any_pending(qs, n);
+		if (now - start < spin)
 			continue;
 		/*
 		 * Halt so the host CPU can serve the device. With an MSI-X
-		 * vector, halting stops only until the interrupt (sys_wait
-		 * rechecks the counter with interrupts off); without, for at
-		 * most 1 ms of timer backstop.
+		 * vector aimed at this CPU, halting stops only until the
+		 * interrupt (sys_wait rechecks the counter with interrupts
+		 * off); without, for at most 1 ms of timer backstop.
 		 */
-		cnt = q->msi_slot >= 0 ? &this_cpu()->msi[q->msi_slot]
-				       : &nothing;
 		seen = *cnt;
-		if (vq_pending(q))
+		if (any_pending(qs, n))
 			return true;
 		wait_change(cnt, seen, NSEC_PER_MSEC);
 	}
+}
+
+bool vq_wait(struct vq *q, u64 timeout_ns)
+{
+	return vq_wait_any(&q, 1, timeout_ns);
 }

@@ -34,7 +34,7 @@
 #define VIRTIO_S_FAILED		128
 
 #define VIRTIO_MAX_DEVS		16
-#define VQ_MAX			4	/* queues set up per device */
+#define VQ_MAX			16	/* queues set up per device */
 #define VQ_INDIRECT_MAX		16	/* descriptors per indirect table */
 #define VQ_MAX_SIZE		256	/* we never use bigger rings */
 #define VQ_SPIN_NS		(1 * NSEC_PER_MSEC)
@@ -80,9 +80,14 @@ struct vbuf {
 
 struct vdev;
 
+/*
+ * A page each: with several queue pairs, different CPUs (in a cluster VM,
+ * on different nodes) drive different queues, and a distributed memory
+ * would move a shared page on every request.
+ */
 struct vq {
 	struct vdev *vd;
-	u16 index, size;
+	u16 index, size;		/* index: the device's queue number */
 	bool ready;
 	struct vring_desc *desc;
 	struct vring_avail *avail;
@@ -100,7 +105,7 @@ struct vq {
 	u64 spin_ns;			/* vq_wait spins this long, then halts */
 	u64 kicks, kicks_suppressed;
 	char error[96];			/* a device bug seen in the used ring */
-};
+} __attribute__((aligned(4096)));
 
 struct vdev {
 	struct pci_dev *pci;
@@ -113,8 +118,8 @@ struct vdev {
 	u64 offered, features;
 	bool msix;			/* MSI-X enabled and usable */
 	int config_msi_slot;		/* -1 if none */
-	int msi_slots[VQ_MAX];		/* kept across resets */
-	struct vq vq[VQ_MAX];
+	int msi_slots[VQ_MAX];		/* by vq[] slot, kept across resets */
+	struct vq vq[VQ_MAX];		/* usually vq[q] is queue q */
 	void *priv;			/* the device driver's state */
 	bool broken;			/* timed out or misbehaved: re-init */
 };
@@ -141,6 +146,12 @@ bool virtio_begin(struct vdev *vd, u64 want, char *msg);
  */
 bool virtio_setup_vq(struct vdev *vd, u16 q, u16 max_size, bool irq,
 		     char *msg);
+/*
+ * The same for device queue q kept in vd->vq[slot] (e.g. a control queue
+ * numbered beyond VQ_MAX).
+ */
+bool virtio_setup_vq_at(struct vdev *vd, u16 slot, u16 q, u16 max_size,
+			bool irq, char *msg);
 /* DRIVER_OK, then check the device did not object. */
 bool virtio_ready(struct vdev *vd, char *msg);
 /* Write 0 to device_status and wait (1 s) until it reads 0. */
@@ -152,6 +163,8 @@ void virtio_set_status(struct vdev *vd, u8 status);
 /* Device configuration, consistent across config_generation changes. */
 void virtio_cfg_read(struct vdev *vd, u32 off, void *buf, u32 len);
 u64 virtio_config_irqs(struct vdev *vd);
+/* Point the configuration-change vector at CPU cpu; false if it has none. */
+bool virtio_config_irq_cpu(struct vdev *vd, u32 cpu);
 
 static inline bool virtio_has(const struct vdev *vd, int bit)
 {
@@ -187,6 +200,13 @@ bool vq_wait(struct vq *q, u64 timeout_ns);
 void vq_set_irq(struct vq *q, bool on);
 /* Interrupts counted on the queue's MSI-X vector so far. */
 u64 vq_irqs(struct vq *q);
+/*
+ * Point the queue's MSI-X vector at CPU cpu (sys.apic[cpu]), so that
+ * vq_wait there halts until the interrupt. False if it has no vector.
+ */
+bool vq_set_irq_cpu(struct vq *q, u32 cpu);
+/* vq_wait for the first of n queues to have a used entry. */
+bool vq_wait_any(struct vq *const *qs, int n, u64 timeout_ns);
 
 /* ---- drivers shared by several tests ---- */
 

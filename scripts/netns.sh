@@ -23,3 +23,32 @@ netns_delete() {
 	ip netns pids "$1" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
 	ip netns del "$1" 2>/dev/null || true
 }
+
+# netns_tap_peer NS TAP ADDR MAC ECHO_OUT PORT SECS : for a tap someone else
+# (dvmm) creates in NS: wait for it (60 s at most), give it ADDR/24 (and MAC
+# unless "-"), start build/tools/udp_echo on ADDR:PORT for SECS seconds with
+# its output in ECHO_OUT (pid in NETNS_PEER_PID), wait for it to be ready,
+# then set the link up. 1 with a line on stderr if something fails.
+netns_tap_peer() {
+	local ns=$1 tap=$2 addr=$3 mac=$4 out=$5 i
+	for i in $(seq 1200); do
+		ip -n "$ns" link show "$tap" >/dev/null 2>&1 && break
+		sleep 0.05
+	done
+	ip -n "$ns" link show "$tap" >/dev/null 2>&1 ||
+		{ echo "no tap $tap in $ns after 60 s" >&2; return 1; }
+	if [ "$mac" != - ]; then
+		ip -n "$ns" link set "$tap" address "$mac" || return 1
+	fi
+	ip -n "$ns" addr add "$addr/24" dev "$tap" || return 1
+	ip netns exec "$ns" "$(dirname "${BASH_SOURCE[0]}")/../build/tools/udp_echo" \
+		"$addr" "$6" "$7" >"$out" 2>&1 &
+	NETNS_PEER_PID=$!
+	for i in $(seq 400); do
+		grep -q ready "$out" 2>/dev/null && break
+		sleep 0.05
+	done
+	grep -q ready "$out" 2>/dev/null ||
+		{ echo "the echo peer in $ns did not start: $(cat "$out")" >&2; return 1; }
+	ip -n "$ns" link set "$tap" up
+}

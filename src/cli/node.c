@@ -188,7 +188,8 @@ static int node_machine_created(void *opaque, struct machine *pc, struct err *e)
 {
 	struct vmlink *l = cluster_node_vmlink(opaque);
 
-	vmlink_attach(l, pc);
+	if (vmlink_attach(l, pc, e))
+		return e->code;
 	if (vtime_publish_base(cluster_node_vtime(opaque), &pc->vm, e))
 		return e->code;
 	return vmlink_wait_ready(l, PEERS_READY_MS, e);
@@ -233,13 +234,13 @@ static int peer_vm_run(void *opaque)
 	p->mcl->set_tsc_offset = when.set_tsc_offset;
 	p->mcl->tsc_offset = when.tsc_offset;
 	if (machine_create(p->pc, &p->mc, NULL, &e) ||
-	    vtime_attach(vt, &p->pc->vm, &e)) {
+	    vtime_attach(vt, &p->pc->vm, &e) || vmlink_attach(l, p->pc, &e)) {
 		fprintf(stderr, "dvmm: %s\n", e.msg);
+		vmlink_detach(l);
 		vtime_detach(vt);
 		machine_destroy(p->pc, NULL);
 		return EXIT_FAILURE_VMM;
 	}
-	vmlink_attach(l, p->pc);
 	vmlink_send_ready(l);
 	if (machine_start(p->pc, &e)) {
 		fprintf(stderr, "dvmm: %s\n", e.msg);
@@ -541,6 +542,12 @@ static void add_devices(const struct run_options *o, struct cluster_config *c)
 		d->tap = dup_or_null(mc->nic[i].tap);
 		d->has_mac = mc->nic[i].has_mac;
 		memcpy(d->mac, mc->nic[i].mac, 6);
+		d->node = mc->nic[i].node;
+		d->npairs = mc->nic[i].npairs;
+		for (int p = 1; p < d->npairs; p++) {
+			d->pair[p].node = mc->nic[i].pair[p].node;
+			d->pair[p].tap = dup_or_null(mc->nic[i].pair[p].tap);
+		}
 	}
 	if (mc->rng)
 		c->dev[c->ndevices++].type = CLUSTER_DEV_RNG;
@@ -558,10 +565,21 @@ static void spread_vcpus(struct cluster_config *c)
 		c->vcpu_node[i] = i % c->nnodes;
 }
 
+/* A NIC without node=K on the last node, its pairs with it. */
+static void place_nic(struct cluster_device *d, int nnodes)
+{
+	if (d->node < 0)
+		d->node = nnodes - 1;
+	for (int p = 1; p < d->npairs; p++)
+		if (d->pair[p].node < 0)
+			d->pair[p].node = d->node;
+}
+
 /*
  * Devices away from the boot vCPU that drives them at first: disks from
- * node 1 on, the rng, the vconsole and the NICs on the last node (a NIC's
- * tap is opened in that node's network namespace).
+ * node 1 on, the rng, the vconsole and the NICs on the last node unless
+ * --net says where (a NIC's tap is opened in its node's network
+ * namespace; so is each pair's).
  */
 static void spread_devices(struct cluster_config *c)
 {
@@ -573,9 +591,10 @@ static void spread_devices(struct cluster_config *c)
 		if (d->type == CLUSTER_DEV_DISK)
 			d->node = 1 + disk++ % (c->nnodes - 1);
 		else if (d->type == CLUSTER_DEV_RNG ||
-			 d->type == CLUSTER_DEV_VCONSOLE ||
-			 d->type == CLUSTER_DEV_NET)
+			 d->type == CLUSTER_DEV_VCONSOLE)
 			d->node = c->nnodes - 1;
+		else if (d->type == CLUSTER_DEV_NET)
+			place_nic(d, c->nnodes);
 	}
 }
 

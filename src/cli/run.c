@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,8 +77,16 @@ void run_usage(FILE *f)
 		"image served by\n"
 		"                      dvmm disk-serve (needs "
 		"--migration-secret)\n"
-		"  --net tap[=NAME][,mac=XX:XX:XX:XX:XX:XX]   virtio-net on a "
-		"tap (repeatable)\n"
+		"  --net tap[=NAME][,mac=XX:XX:XX:XX:XX:XX][,queues=N][,node=K]"
+		"\n"
+		"                      virtio-net on a tap (repeatable); N "
+		"queue pairs on one\n"
+		"                      multi-queue tap; with --nodes, on node "
+		"K\n"
+		"  --net pairs=K[:TAP]+K[:TAP]...[,mac=MAC]   one multiqueue "
+		"virtio-net whose\n"
+		"                      pair p is served by node K on its own "
+		"tap\n"
 		"  --rng               virtio-rng fed by the host's getrandom\n"
 		"  --vconsole file:PATH   virtio-console, output to PATH\n"
 		"  --doorbell ioeventfd|poll   how virtqueue kicks reach dvmm "
@@ -103,11 +112,18 @@ void run_usage(FILE *f)
 		VM_MAX_CPUS, CLUSTER_MAX_NODES);
 }
 
-static int usage_error(const char *fmt, const char *arg)
+static int usage_error(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
 {
+	va_list ap;
+
+	va_start(ap, fmt);
 	fprintf(stderr, "dvmm: ");
-	fprintf(stderr, fmt, arg);
+	vfprintf(stderr, fmt, ap);
 	fprintf(stderr, "; see dvmm run --help\n");
+	va_end(ap);
 	return -EXIT_USAGE;
 }
 
@@ -227,36 +243,133 @@ static int parse_disk(char *arg, struct machine_config *mc)
 	return 0;
 }
 
-/* --net tap[=NAME][,mac=...] */
+static int parse_tap_name(const char *name, const char **out)
+{
+	if (!name[0] || strlen(name) >= 16)
+		return usage_error("--net tap name '%s' must have 1 to 15 "
+				   "characters",
+				   name);
+	*out = name;
+	return 0;
+}
+
+/* A number in [min, max] for --net option @what. */
+static int parse_net_num(const char *s, const char *what, long min, long max,
+			 int *out)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	if (!*s || *end || v < min || v > max)
+		return usage_error("--net %s '%s' must be %ld to %ld", what, s,
+				   min, max);
+	*out = (int)v;
+	return 0;
+}
+
+/* pairs=K[:TAP]+K[:TAP]...: pair p served by node K on tap TAP. */
+static int parse_net_pairs(char *arg, struct machine_nic *n)
+{
+	char *tok, *save = NULL;
+	int rc = 0;
+
+	n->npairs = 0;
+	for (tok = strtok_r(arg, "+", &save); tok && !rc;
+	     tok = strtok_r(NULL, "+", &save)) {
+		char *colon = strchr(tok, ':');
+		const char *tap = NULL;
+		int node;
+
+		if (n->npairs >= VIRTIO_NET_MAX_PAIRS)
+			return usage_error("--net pairs: at most %d",
+					   VIRTIO_NET_MAX_PAIRS);
+		if (colon)
+			*colon = '\0';
+		rc = parse_net_num(tok, "pairs node", 0, CLUSTER_MAX_NODES - 1,
+				   &node);
+		if (!rc && colon)
+			rc = parse_tap_name(colon + 1, &tap);
+		if (rc)
+			return rc;
+		if (n->npairs == 0) {
+			n->node = node;
+			n->tap = tap;
+		}
+		n->pair[n->npairs].node = node;
+		n->pair[n->npairs++].tap = tap;
+	}
+	if (!n->npairs)
+		return usage_error("%s", "--net pairs= needs NODE[:TAP]+...");
+	return 0;
+}
+
+/*
+ * One --net option of a NIC; *queues, *pairs and *placed (tap or node
+ * given) say what was.
+ */
+static int parse_net_token(char *tok, struct machine_nic *n, int *queues,
+			   bool *pairs, bool *placed)
+{
+	if (strncmp(tok, "tap", 3) == 0 || strncmp(tok, "node=", 5) == 0)
+		*placed = true;
+	if (strcmp(tok, "tap") == 0) {
+		n->tap = NULL;
+	} else if (strncmp(tok, "tap=", 4) == 0) {
+		return parse_tap_name(tok + 4, &n->tap);
+	} else if (strncmp(tok, "mac=", 4) == 0) {
+		if (parse_mac(tok + 4, n->mac))
+			return usage_error("--net mac '%s' is not like "
+					   "52:54:00:12:34:56",
+					   tok + 4);
+		n->has_mac = true;
+	} else if (strncmp(tok, "node=", 5) == 0) {
+		return parse_net_num(tok + 5, "node", 0, CLUSTER_MAX_NODES - 1,
+				     &n->node);
+	} else if (strncmp(tok, "queues=", 7) == 0) {
+		return parse_net_num(tok + 7, "queues", 1, VIRTIO_NET_MAX_PAIRS,
+				     queues);
+	} else if (strncmp(tok, "pairs=", 6) == 0) {
+		*pairs = true;
+		return parse_net_pairs(tok + 6, n);
+	} else {
+		return usage_error("--net option '%s' unknown; use tap[=NAME], "
+				   "mac=MAC, node=K, queues=N or "
+				   "pairs=K:TAP+K:TAP...",
+				   tok);
+	}
+	return 0;
+}
+
+/*
+ * --net tap[=NAME][,mac=MAC][,node=K][,queues=N] or
+ * --net pairs=K[:TAP]+K[:TAP]...[,mac=MAC]
+ */
 static int parse_net(char *arg, struct machine_config *mc)
 {
 	struct machine_nic *n;
 	char *tok, *save = NULL;
+	int queues = 0, node, rc = 0;
+	bool pairs = false, placed = false;
 
 	if (mc->nnics >= MACHINE_MAX_NICS)
-		return usage_error("at most %s --net options", "8");
+		return usage_error("at most %d --net options",
+				   MACHINE_MAX_NICS);
 	n = &mc->nic[mc->nnics];
-	for (tok = strtok_r(arg, ",", &save); tok;
-	     tok = strtok_r(NULL, ",", &save)) {
-		if (strcmp(tok, "tap") == 0) {
-			n->tap = NULL;
-		} else if (strncmp(tok, "tap=", 4) == 0 && tok[4]) {
-			if (strlen(tok + 4) >= 16)
-				return usage_error("--net tap name '%s' is "
-						   "longer than 15 characters",
-						   tok + 4);
-			n->tap = tok + 4;
-		} else if (strncmp(tok, "mac=", 4) == 0) {
-			if (parse_mac(tok + 4, n->mac))
-				return usage_error("--net mac '%s' is not "
-						   "like 52:54:00:12:34:56",
-						   tok + 4);
-			n->has_mac = true;
-		} else {
-			return usage_error("--net option '%s' unknown; use "
-					   "tap[=NAME] and mac=MAC",
-					   tok);
-		}
+	n->node = -1;
+	for (tok = strtok_r(arg, ",", &save); tok && !rc;
+	     tok = strtok_r(NULL, ",", &save))
+		rc = parse_net_token(tok, n, &queues, &pairs, &placed);
+	if (rc)
+		return rc;
+	node = n->node;
+	if (pairs && (queues || placed))
+		return usage_error("%s", "--net pairs= names every pair's "
+					 "node and tap: no tap=, node= or "
+					 "queues= with it");
+	for (int p = 1; p < queues; p++) {
+		n->pair[p].tap = n->tap;
+		n->pair[p].node = node; /* -1: wherever the NIC goes */
+		n->npairs = p + 1;
 	}
 	mc->nnics++;
 	return 0;
@@ -413,6 +526,19 @@ static int check_run_options(int argc, char **argv, struct run_options *o)
 		if (o->mc.disk[i].remote && o->nodes)
 			return usage_error("%s", "--disk remote=... works for "
 						 "a VM on one node");
+	}
+	for (int i = 0; i < o->mc.nnics; i++) {
+		const struct machine_nic *n = &o->mc.nic[i];
+
+		for (int p = 0; p < (n->npairs > 1 ? n->npairs : 1); p++)
+			if ((p ? n->pair[p].node : n->node) >=
+			    (o->nodes ? o->nodes : 1))
+				return usage_error(
+					"--net: node %d is not one of the %d "
+					"node%s",
+					p ? n->pair[p].node : n->node,
+					o->nodes ? o->nodes : 1,
+					o->nodes > 1 ? "s" : "");
 	}
 	if (o->nodes && o->irqchip_set && !o->mc.user_irqchip)
 		return usage_error("%s", "a VM over several nodes needs "

@@ -411,23 +411,117 @@ static int parse_disk(const struct where *w, json_t *d, const char *prefix,
 	return 0;
 }
 
-static int parse_net(const struct where *w, json_t *d, const char *prefix,
-		     struct cluster_device *dev)
+static int parse_tap(const struct where *w, json_t *d, const char *field,
+		     char **out)
 {
-	static const char *const keys[] = {"type", "node", "tap", "mac", NULL};
-	char field[48], *mac = NULL;
-	int rc = check_keys(w, d, prefix, keys);
+	int rc = get_string(w, d, "tap", field, false, out);
 
 	if (rc)
 		return rc;
-	snprintf(field, sizeof(field), "%s.tap", prefix);
-	rc = get_string(w, d, "tap", field, false, &dev->tap);
+	if (*out && (!(*out)[0] || strlen(*out) >= 16)) {
+		free(*out);
+		*out = NULL;
+		return bad(w, field, "a tap name has 1 to 15 characters");
+	}
+	return 0;
+}
+
+/* "pairs": [{"node": K, "tap": T}, ...]; pair 0 is the device's home. */
+static int parse_pairs(const struct where *w, json_t *pairs, const char *prefix,
+		       int nnodes, struct cluster_device *dev)
+{
+	static const char *const keys[] = {"node", "tap", NULL};
+	char field[64];
+
+	snprintf(field, sizeof(field), "%s.pairs", prefix);
+	if (!json_is_array(pairs) || json_array_size(pairs) < 1 ||
+	    json_array_size(pairs) > VIRTIO_NET_MAX_PAIRS)
+		return bad(w, field, "must be a list of 1 to %d queue pairs",
+			   VIRTIO_NET_MAX_PAIRS);
+	for (size_t i = 0; i < json_array_size(pairs); i++) {
+		json_t *p = json_array_get(pairs, i);
+		char pf[48];
+		char *tap = NULL;
+		long node = 0;
+		int rc;
+
+		snprintf(pf, sizeof(pf), "%s.pairs[%d]", prefix, (int)i);
+		if (!json_is_object(p))
+			return bad(w, pf, "must be an object");
+		rc = check_keys(w, p, pf, keys);
+		snprintf(field, sizeof(field), "%s.node", pf);
+		if (!rc && !json_object_get(p, "node"))
+			return bad(w, field, "missing (the node serving it)");
+		if (!rc)
+			rc = get_int(w, p, "node", field, 0, nnodes - 1, &node);
+		if (!rc && i == 0 && node != dev->node)
+			return bad(w, field,
+				   "pair 0 is the device: node %ld is not its "
+				   "node %d",
+				   node, dev->node);
+		snprintf(field, sizeof(field), "%s.tap", pf);
+		if (!rc)
+			rc = parse_tap(w, p, field, &tap);
+		if (rc)
+			return rc;
+		if (i == 0 && (tap || dev->tap) &&
+		    (!tap || !dev->tap || strcmp(tap, dev->tap))) {
+			free(tap);
+			return bad(w, field, "pair 0's tap is the device's");
+		}
+		if (i == 0) {
+			free(tap);
+			continue;
+		}
+		dev->pair[i].node = (int)node;
+		dev->pair[i].tap = tap;
+		dev->npairs = (int)i + 1;
+	}
+	return 0;
+}
+
+/* "queues": N: every pair on the home node, on the device's tap. */
+static int parse_queues(const struct where *w, json_t *d, const char *prefix,
+			struct cluster_device *dev)
+{
+	char field[48];
+	long n = 1;
+	int rc;
+
+	snprintf(field, sizeof(field), "%s.queues", prefix);
+	rc = get_int(w, d, "queues", field, 1, VIRTIO_NET_MAX_PAIRS, &n);
 	if (rc)
 		return rc;
-	if (dev->tap && (!dev->tap[0] || strlen(dev->tap) >= 16))
-		return bad(w, field, "a tap name has 1 to 15 characters");
+	for (long p = 1; p < n; p++) {
+		dev->pair[p].node = dev->node;
+		if (dev->tap && !(dev->pair[p].tap = strdup(dev->tap)))
+			return bad(w, field, "out of memory");
+		dev->npairs = (int)p + 1;
+	}
+	return 0;
+}
+
+static int parse_net(const struct where *w, json_t *d, const char *prefix,
+		     int nnodes, struct cluster_device *dev)
+{
+	static const char *const keys[] = {"type",   "node",  "tap", "mac",
+					   "queues", "pairs", NULL};
+	json_t *pairs = json_object_get(d, "pairs");
+	char field[48], *mac = NULL;
+	int rc = check_keys(w, d, prefix, keys);
+
+	snprintf(field, sizeof(field), "%s.tap", prefix);
+	if (!rc)
+		rc = parse_tap(w, d, field, &dev->tap);
+	if (!rc && pairs && json_object_get(d, "queues"))
+		return bad(w, prefix, "has both queues and pairs");
+	if (!rc && pairs)
+		rc = parse_pairs(w, pairs, prefix, nnodes, dev);
+	else if (!rc && json_object_get(d, "queues"))
+		rc = parse_queues(w, d, prefix, dev);
 	snprintf(field, sizeof(field), "%s.mac", prefix);
-	rc = get_string(w, d, "mac", field, false, &mac);
+	if (!rc)
+		rc = get_string(w, d, "mac", field, false, &mac);
 	if (rc || !mac)
 		return rc;
 	rc = parse_mac(mac, dev->mac);
@@ -513,7 +607,7 @@ static int parse_device(const struct where *w, json_t *d, int i,
 	if (dev->type == CLUSTER_DEV_DISK)
 		return parse_disk(w, d, prefix, dev);
 	if (dev->type == CLUSTER_DEV_NET)
-		return parse_net(w, d, prefix, dev);
+		return parse_net(w, d, prefix, c->nnodes, dev);
 	return parse_plain(w, d, prefix, dev);
 }
 
@@ -682,6 +776,8 @@ void cluster_config_free(struct cluster_config *c)
 	for (int i = 0; i < c->ndevices; i++) {
 		free(c->dev[i].path);
 		free(c->dev[i].tap);
+		for (int p = 1; p < c->dev[i].npairs; p++)
+			free(c->dev[i].pair[p].tap);
 	}
 	memset(c, 0, sizeof(*c));
 }
@@ -706,6 +802,26 @@ static json_t *size_json(uint64_t bytes)
 	return json_integer((json_int_t)bytes);
 }
 
+static json_t *pair_json(int node, const char *tap)
+{
+	json_t *p = json_pack("{s:i}", "node", node);
+
+	if (tap)
+		json_object_set_new(p, "tap", json_string(tap));
+	return p;
+}
+
+static json_t *pairs_json(const struct cluster_device *d)
+{
+	json_t *a = json_array();
+
+	json_array_append_new(a, pair_json(d->node, d->tap));
+	for (int p = 1; p < d->npairs; p++)
+		json_array_append_new(
+			a, pair_json(d->pair[p].node, d->pair[p].tap));
+	return a;
+}
+
 static json_t *device_json(const struct cluster_device *d)
 {
 	json_t *o = json_pack("{s:s, s:i}", "type", dev_types[d->type].name,
@@ -724,6 +840,8 @@ static json_t *device_json(const struct cluster_device *d)
 			 d->mac[5]);
 		json_object_set_new(o, "mac", json_string(mac));
 	}
+	if (d->type == CLUSTER_DEV_NET && d->npairs > 1)
+		json_object_set_new(o, "pairs", pairs_json(d));
 	return o;
 }
 
@@ -800,15 +918,24 @@ int cluster_config_save(const struct cluster_config *c, const char *path,
 static void add_device(const struct cluster_device *d,
 		       struct machine_config *mc)
 {
+	struct machine_nic *nic;
+
 	switch (d->type) {
 	case CLUSTER_DEV_DISK:
 		mc->disk[mc->ndisks].path = d->path;
 		mc->disk[mc->ndisks++].readonly = d->readonly;
 		break;
 	case CLUSTER_DEV_NET:
-		mc->nic[mc->nnics].tap = d->tap;
-		mc->nic[mc->nnics].has_mac = d->has_mac;
-		memcpy(mc->nic[mc->nnics++].mac, d->mac, 6);
+		nic = &mc->nic[mc->nnics++];
+		nic->tap = d->tap;
+		nic->has_mac = d->has_mac;
+		memcpy(nic->mac, d->mac, 6);
+		nic->node = d->node;
+		nic->npairs = d->npairs;
+		for (int p = 1; p < d->npairs; p++) {
+			nic->pair[p].tap = d->pair[p].tap;
+			nic->pair[p].node = d->pair[p].node;
+		}
 		break;
 	case CLUSTER_DEV_RNG:
 		mc->rng = true;

@@ -35,6 +35,17 @@ struct cluster_device {
 	char *tap;     /* net: NULL lets dvmm create one */
 	bool has_mac;  /* net */
 	uint8_t mac[6];
+	/*
+	 * net, multiqueue: npairs queue pairs, pair 0 being node and tap
+	 * above, pair p >= 1 served by pair[p].node on its tap pair[p].tap
+	 * (NULL: one dvmm makes). File: "queues": N (every pair on the home
+	 * node, one multi-queue tap) or "pairs": [{"node": K, "tap": T}...].
+	 */
+	int npairs; /* 0 or 1: one pair */
+	struct {
+		int node;
+		char *tap;
+	} pair[VIRTIO_NET_MAX_PAIRS];
 };
 
 struct cluster_config {

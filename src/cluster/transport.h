@@ -50,6 +50,12 @@ enum msg_type {
 	MSG_TIME_REQ = 100,  /* peer -> node 0: a timestamped probe */
 	MSG_TIME_RESP = 101, /* node 0's answer, with its TSC */
 	MSG_TIME_BASE = 102, /* node 0 -> peers: guest TSC base, kvmclock */
+	/* 110-114: the global NIC's remote queue pairs (cluster/netq.c) */
+	MSG_NETQ_CMD = 110,  /* home -> server: start/stop a pair */
+	MSG_NETQ_ACK = 111,  /* server -> home: its result */
+	MSG_NETQ_KICK = 112, /* any node -> server: a pair's doorbell */
+	MSG_NETQ_IRQ = 113,  /* server -> home: interrupt for a queue */
+	MSG_NETQ_LINK = 114, /* server -> home: its tap went up/down */
 };
 
 enum peer_event {

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster/netq.h"
 #include "cluster/vmlink.h"
 #include "core/vcpu.h"
 #include "core/vm_io.h"
@@ -98,6 +99,7 @@ struct vmlink {
 	int self;
 	struct transport *t;
 	struct dsm *dsm;
+	struct netq *nq; /* the NICs' queue pairs served away from home */
 	int nvirtio;
 	int virtio_home[MACHINE_MAX_VIRTIO];
 
@@ -308,7 +310,7 @@ static void *doorbell_forwarder(void *arg)
 					    .len = 2,
 					    .write = 1,
 					    .oneway = 1};
-			int fd;
+			int fd, server;
 
 			if (tag == UINT64_MAX)
 				return NULL;
@@ -322,8 +324,12 @@ static void *doorbell_forwarder(void *arg)
 			w.data[0] =
 				(uint8_t)q; /* the notify value: the queue */
 			count(&l->fwd_oneway);
-			transport_send(l->t, slot_home(l, slot), MSG_IO_REQ, &w,
-				       sizeof(w));
+			server = netq_server_of(l->nq, slot, (uint16_t)q);
+			if (server >= 0)
+				netq_kick(l->nq, server, slot, (uint16_t)q);
+			else
+				transport_send(l->t, slot_home(l, slot),
+					       MSG_IO_REQ, &w, sizeof(w));
 		}
 	}
 }
@@ -758,7 +764,7 @@ bool vmlink_handle_msg(struct vmlink *l, int from, uint16_t type, const void *p,
 		pthread_mutex_unlock(&l->qlock);
 		return true;
 	default:
-		return false;
+		return netq_handle_msg(l->nq, from, type, p, len);
 	}
 }
 
@@ -801,17 +807,20 @@ void vmlink_machine_cluster(struct vmlink *l, struct machine_cluster *mcl)
 	mcl->cf9_opaque = l;
 	mcl->events = page_events;
 	mcl->events_opaque = l;
+	netq_machine_cluster(l->nq, mcl);
 }
 
-void vmlink_attach(struct vmlink *l, struct machine *pc)
+int vmlink_attach(struct vmlink *l, struct machine *pc, struct err *e)
 {
 	pthread_rwlock_wrlock(&l->pc_lock);
 	l->pc = pc;
 	pthread_rwlock_unlock(&l->pc_lock);
+	return netq_attach(l->nq, pc, e);
 }
 
 void vmlink_detach(struct vmlink *l)
 {
+	netq_detach(l->nq);
 	pthread_mutex_lock(&l->wlock);
 	for (int s = 0; s < PCI_MAX_SLOTS; s++) {
 		unwatch_doorbells(l, s);
@@ -867,17 +876,19 @@ void vmlink_peer_down(struct vmlink *l, int node)
 		l->down = node;
 	pthread_cond_broadcast(&l->qcond);
 	pthread_mutex_unlock(&l->qlock);
+	netq_peer_down(l->nq, node);
 }
 
 json_t *vmlink_stats_json(struct vmlink *l)
 {
 	return json_pack(
-		"{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "io_forwarded",
+		"{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "io_forwarded",
 		(json_int_t)l->fwd_sync, "doorbells_forwarded",
 		(json_int_t)l->fwd_oneway, "cfg_forwarded",
 		(json_int_t)l->fwd_cfg, "served", (json_int_t)l->served,
 		"irqs_sent", (json_int_t)l->irqs_sent, "irqs_recv",
-		(json_int_t)l->irqs_recv, "refused", (json_int_t)l->refused);
+		(json_int_t)l->irqs_recv, "refused", (json_int_t)l->refused,
+		"netq", netq_stats_json(l->nq));
 }
 
 int vmlink_create(struct vmlink **out, const struct cluster_config *c, int self,
@@ -899,6 +910,11 @@ int vmlink_create(struct vmlink **out, const struct cluster_config *c, int self,
 	l->t = t;
 	l->dsm = dsm;
 	l->nvirtio = cluster_config_virtio_homes(c, l->virtio_home);
+	rc = netq_create(&l->nq, c, self, t, e);
+	if (rc) {
+		free(l);
+		return rc;
+	}
 	pthread_rwlock_init(&l->pc_lock, NULL);
 	pthread_condattr_init(&ca); /* deadlines are CLOCK_MONOTONIC */
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -942,6 +958,7 @@ void vmlink_destroy(struct vmlink *l)
 			pr_warn("cannot stop the doorbell forwarder");
 		pthread_join(l->db_thread, NULL);
 	}
+	netq_destroy(l->nq);
 	if (l->db_epfd >= 0)
 		close(l->db_epfd);
 	if (l->db_stopfd >= 0)

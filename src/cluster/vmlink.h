@@ -28,8 +28,9 @@ void vmlink_destroy(struct vmlink *l);
 
 /* This node's part of the machine, and the hooks to the others. */
 void vmlink_machine_cluster(struct vmlink *l, struct machine_cluster *mcl);
-/* The machine is built (before its vCPUs run), or about to go. */
-void vmlink_attach(struct vmlink *l, struct machine *pc);
+/* The machine is built (before its vCPUs run; this node's NIC queue pair
+ * servers start here), or about to go. */
+int vmlink_attach(struct vmlink *l, struct machine *pc, struct err *e);
 void vmlink_detach(struct vmlink *l);
 
 /* Peers: tell node 0 our part is built. */

@@ -352,13 +352,41 @@ static void destroy_virtio_backend(struct machine_virtio *mv)
 	mv->dev = NULL;
 }
 
+/*
+ * NIC @index: its pairs, those another node of the cluster serves driven
+ * through the cluster's hooks.
+ */
+static int create_net(struct machine *pc, struct machine_virtio *mv,
+		      const struct machine_config *cfg, int index,
+		      struct err *e)
+{
+	const struct machine_nic *nic = &cfg->nic[index];
+	const struct machine_cluster *cl = cfg->cluster;
+	struct virtio_net_opts o = {
+		.npairs = nic->npairs > 1 ? (unsigned int)nic->npairs : 1,
+		.mac = nic->has_mac ? nic->mac : NULL,
+		.flags = cfg->incoming ? VIRTIO_CREATE_RELEASED : 0};
+
+	if (o.npairs > VIRTIO_NET_MAX_PAIRS)
+		return err_set(e, -EINVAL, "NIC %d: at most %d queue pairs",
+			       index, VIRTIO_NET_MAX_PAIRS);
+	o.pair[0].tap = nic->tap;
+	for (unsigned int p = 1; p < o.npairs; p++) {
+		o.pair[p].tap = nic->pair[p].tap;
+		o.pair[p].remote = cl && nic->pair[p].node != cl->self;
+		if (o.pair[p].remote)
+			o.remote = &cl->net_remote[index];
+	}
+	return virtio_net_create_opts((struct virtio_net **)&mv->dev,
+				      &pc->vm.mem, &o, e);
+}
+
 /* Create the backend for slot @mv (kind and config already chosen). */
 static int create_virtio_backend(struct machine *pc, struct machine_virtio *mv,
 				 const struct machine_config *cfg, int index,
 				 struct err *e)
 {
 	const struct guest_mem *mem = &pc->vm.mem;
-	const struct machine_nic *nic;
 
 	switch (mv->kind) {
 	case VIRTIO_KIND_BLK:
@@ -373,11 +401,7 @@ static int create_virtio_backend(struct machine *pc, struct machine_virtio *mv,
 			cfg->disk[index].path, cfg->disk[index].readonly,
 			cfg->incoming ? VIRTIO_CREATE_RELEASED : 0, e);
 	case VIRTIO_KIND_NET:
-		nic = &cfg->nic[index];
-		return virtio_net_create(
-			(struct virtio_net **)&mv->dev, mem, nic->tap,
-			nic->has_mac ? nic->mac : NULL,
-			cfg->incoming ? VIRTIO_CREATE_RELEASED : 0, e);
+		return create_net(pc, mv, cfg, index, e);
 	case VIRTIO_KIND_RNG:
 		return virtio_rng_create((struct virtio_rng **)&mv->dev, mem,
 					 e);

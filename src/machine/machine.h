@@ -14,6 +14,7 @@
 #include "machine/devices.h"
 #include "machine/pci.h"
 #include "util/err.h"
+#include "virtio/devices.h"
 #include "virtio/virtio_pci.h"
 
 #define MACHINE_MAX_DISKS 8
@@ -26,10 +27,21 @@ struct machine_disk {
 	bool remote; /* served by `dvmm disk-serve` at tcp:HOST:PORT */
 };
 
+/*
+ * A virtio-net device. Pair 0 is the device itself (tap, and in a cluster
+ * its home node); with npairs > 1 it is multiqueue and pair p (1 <= p <
+ * npairs) has its own tap and, in a cluster, the node that serves it.
+ */
 struct machine_nic {
 	const char *tap; /* NULL: dvmm creates one */
 	bool has_mac;
 	uint8_t mac[6];
+	int node;   /* --net node=K in a cluster; -1: the default node */
+	int npairs; /* 0 or 1: one queue pair */
+	struct {
+		const char *tap; /* NULL: dvmm creates one */
+		int node;
+	} pair[VIRTIO_NET_MAX_PAIRS];
 };
 
 /*
@@ -52,6 +64,8 @@ struct machine_cluster {
 	void *cf9_opaque;
 	node_info_events_fn events; /* DSM traffic per page range */
 	void *events_opaque;
+	/* NIC i (machine order among NICs): its pairs served by other nodes */
+	struct virtio_net_remote_ops net_remote[MACHINE_MAX_NICS];
 	/* nodes but 0: join node 0's guest TSC */
 	bool set_tsc_offset;
 	int64_t tsc_offset;

@@ -121,6 +121,93 @@ struct virtio_device *virtio_net_device(struct virtio_net *n);
 void virtio_net_get_stats(struct virtio_net *n, struct virtio_net_stats *s);
 void virtio_net_destroy(struct virtio_net *n);
 
+/*
+ * Multiqueue (VIRTIO_NET_F_MQ with VIRTIO_NET_F_CTRL_VQ): queue pair p is
+ * receiveq 2p and transmitq 2p+1, the control queue is 2 * npairs. Each
+ * pair has its own tap; pairs that name the same tap in one process open
+ * it with IFF_MULTI_QUEUE. A pair may be served by another node of a
+ * cluster ("remote"): the home device then never touches its rings and
+ * drives it through struct virtio_net_remote_ops; the serving node runs
+ * a server (virtio_net_server_*) for that pair.
+ */
+#define VIRTIO_NET_MAX_PAIRS 7
+
+/* The rings of one pair as the driver set them up (on the wire as is). */
+struct virtio_net_pair_setup {
+	uint64_t features; /* negotiated */
+	uint64_t desc[2], driver[2],
+		device[2]; /* [0] receiveq, [1] transmitq */
+	uint16_t size[2];
+	uint8_t mac[6];
+	uint32_t pad;
+} __attribute__((packed));
+
+/* Home side: what drives pairs that other nodes serve. */
+struct virtio_net_remote_ops {
+	/* Serve pair @pair with these rings; blocks until the server took
+	 * them. Nonzero: the device goes NEEDS_RESET. */
+	int (*start)(void *opaque, unsigned int pair,
+		     const struct virtio_net_pair_setup *s);
+	/* Stop serving @pair; on return the server touches neither ring. */
+	void (*stop)(void *opaque, unsigned int pair);
+	/* The driver notified queue @q of a remote pair. */
+	void (*kick)(void *opaque, uint16_t q);
+	void *opaque;
+};
+
+struct virtio_net_opts {
+	unsigned int npairs; /* 1..VIRTIO_NET_MAX_PAIRS; 1: no MQ offered */
+	struct {
+		const char *tap; /* NULL: dvmm makes one (local pairs) */
+		bool remote;	 /* served elsewhere through @remote */
+	} pair[VIRTIO_NET_MAX_PAIRS];
+	const uint8_t *mac; /* NULL: a random locally administered one */
+	unsigned int flags; /* VIRTIO_CREATE_RELEASED */
+	const struct virtio_net_remote_ops *remote; /* if a pair is remote */
+};
+
+int virtio_net_create_opts(struct virtio_net **out, const struct guest_mem *mem,
+			   const struct virtio_net_opts *o, struct err *e);
+/* Home side: the server of remote pair @pair saw its tap go up/down. */
+void virtio_net_remote_link(struct virtio_net *n, unsigned int pair, bool up);
+/* VIRTIO_NET_S_LINK_UP as the driver would read it now. */
+bool virtio_net_link_is_up(struct virtio_net *n);
+/* Per-pair counters (pair < npairs; remote pairs read as zero). */
+void virtio_net_get_pair_stats(struct virtio_net *n, unsigned int pair,
+			       struct virtio_net_stats *s);
+/* The tap pair @pair is attached to ("" for a remote pair). */
+const char *virtio_net_pair_tap_name(const struct virtio_net *n,
+				     unsigned int pair);
+
+/*
+ * Serving side: what a pair server calls back (on its own threads; they
+ * must not call back into the server).
+ */
+struct virtio_net_server_ops {
+	void (*notify)(void *opaque, uint16_t q); /* interrupt for queue q */
+	void (*link)(void *opaque, bool up);	  /* the tap went up/down */
+	void *opaque;
+};
+
+/*
+ * A server for pair @pair of a device of @npairs pairs homed elsewhere,
+ * on tap @tap (NULL: dvmm makes one). It opens the tap and watches its
+ * link at once, but touches guest memory only between start and stop.
+ * The queue numbers it takes in kick/notify are the device's (2p, 2p+1).
+ */
+int virtio_net_server_create(struct virtio_net **out,
+			     const struct guest_mem *mem, unsigned int npairs,
+			     unsigned int pair, const char *tap,
+			     const struct virtio_net_server_ops *ops,
+			     struct err *e);
+int virtio_net_server_start(struct virtio_net *n,
+			    const struct virtio_net_pair_setup *s,
+			    struct err *e);
+/* On return the server touches neither ring (until the next start). */
+void virtio_net_server_stop(struct virtio_net *n);
+void virtio_net_server_kick(struct virtio_net *n, uint16_t q);
+/* virtio_net_destroy ends a server too. */
+
 /* console.c: one port; guest output to @out_fd, @in_fd (-1: none) in. */
 int virtio_console_create(struct virtio_console **out,
 			  const struct guest_mem *mem, int out_fd, int in_fd,

@@ -273,6 +273,8 @@ t_virtio_bad_options() {
 
 . "$(dirname "$0")/dsm.sh"
 
+. "$(dirname "$0")/globalnic.sh"
+
 TESTS=${*:-$(declare -F | awk '{print $3}' | grep '^t_')}
 st=0
 for t in $TESTS; do

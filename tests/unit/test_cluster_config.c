@@ -297,6 +297,26 @@ static const struct bad_case bad_cases[] = {
 	{"devices/2/path", "\"x\"", "c.json:devices[2]: unknown field 'path'"},
 	{"devices/4", "{\"type\": \"rng\", \"node\": 0}",
 	 "c.json:devices[4].type: at most 1 rng devices"},
+	{"devices/1/queues", "0", "c.json:devices[1].queues: 0 is not in 1..7"},
+	{"devices/1/queues", "8", "c.json:devices[1].queues: 8 is not in"},
+	{"devices/1/pairs", "[]", "devices[1].pairs: must be a list of 1 to 7"},
+	{"devices/1/pairs", "[{\"node\": 1, \"tap\": \"tap0\"}]",
+	 "devices[1].pairs[0].node: pair 0 is the device: node 1"},
+	{"devices/1/pairs", "[{\"node\": 0, \"tap\": \"x\"}]",
+	 "devices[1].pairs[0].tap: pair 0's tap is the device's"},
+	{"devices/1/pairs",
+	 "[{\"node\": 0, \"tap\": \"tap0\"}, {\"tap\": \"t\"}]",
+	 "devices[1].pairs[1].node: missing"},
+	{"devices/1/pairs", "[{\"node\": 0, \"tap\": \"tap0\"}, {\"node\": 2}]",
+	 "devices[1].pairs[1].node: 2 is not in 0..1"},
+	{"devices/1/pairs",
+	 "[{\"node\": 0, \"tap\": \"tap0\"}, {\"node\": 1, \"x\": 1}]",
+	 "devices[1].pairs[1]: unknown field 'x'"},
+	{"devices/1/pairs", "[{\"node\": 0, \"tap\": \"tap0\"}, 5]",
+	 "devices[1].pairs[1]: must be an object"},
+	{"devices/1/pairs",
+	 "[{\"node\": 0, \"tap\": \"tap0\"}, {\"node\": 1, \"tap\": \"\"}]",
+	 "devices[1].pairs[1].tap: a tap name has 1 to 15"},
 	{"doorbell", "\"sometimes\"", "c.json:doorbell: must be"},
 	{"heartbeat_ms", "5", "c.json:heartbeat_ms: 5 is not in"},
 	{"dead_after_ms", "300", "must be at least two heartbeats"},
@@ -327,6 +347,69 @@ static void test_invalid_files(void **state)
 		assert_int_equal(rc, -EINVAL);
 		assert_null(strchr(e.msg, '\n'));
 	}
+}
+
+/* A multiqueue NIC: pairs on two nodes, through the file and back. */
+static void test_net_pairs(void **state)
+{
+	static const char *const pairs =
+		"[{\"node\": 0, \"tap\": \"tap0\"}, {\"node\": 1, "
+		"\"tap\": \"tapb\"}, {\"node\": 1}]";
+	json_t *root = json_loads(valid_doc, 0, NULL);
+	struct cluster_config c, back;
+	struct machine_config mc;
+	struct err e = {0};
+	char *text, *dir = make_tmpdir(), path[256];
+
+	(void)state;
+	set_path(root, "devices/1/pairs", pairs);
+	text = json_dumps(root, 0);
+	json_decref(root);
+	assert_int_equal(cluster_config_parse(&c, text, "c.json", &e), 0);
+	free(text);
+	assert_int_equal(c.dev[1].npairs, 3);
+	assert_int_equal(c.dev[1].pair[1].node, 1);
+	assert_string_equal(c.dev[1].pair[1].tap, "tapb");
+	assert_null(c.dev[1].pair[2].tap);
+	cluster_config_machine(&c, &mc);
+	assert_int_equal(mc.nic[0].npairs, 3);
+	assert_int_equal(mc.nic[0].node, 0);
+	assert_string_equal(mc.nic[0].pair[1].tap, "tapb");
+	assert_int_equal(mc.nic[0].pair[2].node, 1);
+
+	snprintf(path, sizeof(path), "%s/cluster.json", dir);
+	assert_int_equal(cluster_config_save(&c, path, &e), 0);
+	assert_int_equal(cluster_config_load(&back, path, &e), 0);
+	assert_int_equal(back.dev[1].npairs, 3);
+	assert_int_equal(back.dev[1].pair[2].node, 1);
+	assert_string_equal(back.dev[1].pair[1].tap, "tapb");
+	cluster_config_free(&back);
+	cluster_config_free(&c);
+	remove_in(dir, "cluster.json");
+	rmdir(dir);
+	free(dir);
+
+	/* queues: N pairs on the home node's tap */
+	root = json_loads(valid_doc, 0, NULL);
+	set_path(root, "devices/1/queues", "4");
+	text = json_dumps(root, 0);
+	json_decref(root);
+	assert_int_equal(cluster_config_parse(&c, text, "c.json", &e), 0);
+	free(text);
+	assert_int_equal(c.dev[1].npairs, 4);
+	assert_int_equal(c.dev[1].pair[3].node, 0);
+	assert_string_equal(c.dev[1].pair[3].tap, "tap0");
+	cluster_config_free(&c);
+
+	/* not both */
+	root = json_loads(valid_doc, 0, NULL);
+	set_path(root, "devices/1/queues", "2");
+	set_path(root, "devices/1/pairs", pairs);
+	text = json_dumps(root, 0);
+	json_decref(root);
+	assert_int_not_equal(cluster_config_parse(&c, text, "c.json", &e), 0);
+	assert_non_null(strstr(e.msg, "both queues and pairs"));
+	free(text);
 }
 
 static void test_not_json(void **state)
@@ -361,6 +444,7 @@ int main(void)
 		cmocka_unit_test(test_save_and_load),
 		cmocka_unit_test(test_secret_file),
 		cmocka_unit_test(test_invalid_files),
+		cmocka_unit_test(test_net_pairs),
 		cmocka_unit_test(test_not_json),
 	};
 
