@@ -41,6 +41,7 @@ netns_tap_peer() {
 		ip -n "$ns" link set "$tap" address "$mac" || return 1
 	fi
 	ip -n "$ns" addr add "$addr/24" dev "$tap" || return 1
+	: >"$out" # empty before the peer starts: no "ready" from an older one
 	ip netns exec "$ns" "$(dirname "${BASH_SOURCE[0]}")/../build/tools/udp_echo" \
 		"$addr" "$6" "$7" >"$out" 2>&1 &
 	NETNS_PEER_PID=$!
@@ -48,7 +49,11 @@ netns_tap_peer() {
 		grep -q ready "$out" 2>/dev/null && break
 		sleep 0.05
 	done
-	grep -q ready "$out" 2>/dev/null ||
-		{ echo "the echo peer in $ns did not start: $(cat "$out")" >&2; return 1; }
+	grep -q ready "$out" 2>/dev/null || {
+		echo "the echo peer in $ns did not start in 20 s" \
+			"($(kill -0 $NETNS_PEER_PID 2>/dev/null && echo running ||
+				echo exited)): $(cat "$out")" >&2
+		return 1
+	}
 	ip -n "$ns" link set "$tap" up
 }

@@ -17,7 +17,7 @@
 #include "cluster/netq.h"
 #include "util/clock.h"
 #include "util/log.h"
-#include "util/thread.h"
+#include "util/workq.h"
 #include "virtio/devices.h"
 
 #define NETQ_WAIT_MS 10000 /* a server's answer to start/stop */
@@ -69,15 +69,6 @@ struct netq_home {
 	int nic;
 };
 
-/* The worker's: a command of the home, or a doorbell from another node. */
-struct job {
-	struct job *next;
-	int from;
-	bool kick;
-	uint16_t q;	     /* kick */
-	struct cmd_wire cmd; /* command; cmd.slot for both */
-};
-
 struct netq {
 	const struct cluster_config *cfg;
 	int self;
@@ -99,12 +90,7 @@ struct netq {
 	bool down[CLUSTER_MAX_NODES];
 	_Atomic uint64_t seq;
 
-	pthread_mutex_t qlock; /* the worker's queue */
-	pthread_cond_t qcond;
-	struct job *qhead, *qtail;
-	bool stop;
-	pthread_t worker;
-	bool worker_started;
+	struct workq wq; /* the home's commands, other nodes' doorbells */
 
 	_Atomic uint64_t starts, stops, kicks_sent, kicks_served, irqs_sent,
 		irqs_recv, links, refused;
@@ -347,83 +333,50 @@ static void server_link(void *opaque, bool up)
 	transport_send(s->nq->t, n->home, MSG_NETQ_LINK, &w, sizeof(w));
 }
 
-/* Run a command of the home on the worker thread; answer it. */
-static void run_command(struct netq *nq, const struct job *j)
+/* A doorbell another node's vCPU rang, on the worker thread. */
+static void run_kick(struct netq *nq, const struct queue_wire *w)
 {
-	struct ack_wire a = {.id = j->cmd.id};
 	struct netq_nic *n;
+
+	pthread_rwlock_rdlock(&nq->lock);
+	n = nic_of_slot(nq, w->slot);
+	if (n && n->srv[w->q / 2].net) {
+		count(&nq->kicks_served);
+		virtio_net_server_kick(n->srv[w->q / 2].net, w->q);
+	}
+	pthread_rwlock_unlock(&nq->lock);
+}
+
+/* A command of the home, on the worker thread; answer it. */
+static void run_command(struct netq *nq, int from, const struct cmd_wire *c)
+{
+	struct ack_wire a = {.id = c->id};
+	struct netq_server *s;
 	struct err e = {0};
 
 	pthread_rwlock_rdlock(&nq->lock);
-	n = nic_of_slot(nq, j->cmd.slot);
-	if (j->kick) {
-		if (n && n->srv[j->q / 2].net) {
-			count(&nq->kicks_served);
-			virtio_net_server_kick(n->srv[j->q / 2].net, j->q);
-		}
-		pthread_rwlock_unlock(&nq->lock);
-		return;
-	}
-	if (!n || !n->srv[j->cmd.pair].net) {
-		a.result = j->cmd.start ? -ENODEV : 0;
-	} else if (j->cmd.start) {
-		a.result = virtio_net_server_start(n->srv[j->cmd.pair].net,
-						   &j->cmd.s, &e);
+	s = &nic_of_slot(nq, c->slot)->srv[c->pair]; /* checked on arrival */
+	if (!s->net) {
+		a.result = c->start ? -ENODEV : 0;
+	} else if (c->start) {
+		a.result = virtio_net_server_start(s->net, &c->s, &e);
 		if (a.result)
-			pr_warn("NIC in slot %d, pair %d: %s", j->cmd.slot,
-				j->cmd.pair, e.msg);
+			pr_warn("NIC %d, queue pair %d: %s", s->nic, s->pair,
+				e.msg);
 	} else {
-		virtio_net_server_stop(n->srv[j->cmd.pair].net);
+		virtio_net_server_stop(s->net);
 	}
 	pthread_rwlock_unlock(&nq->lock);
-	transport_send(nq->t, j->from, MSG_NETQ_ACK, &a, sizeof(a));
+	transport_send(nq->t, from, MSG_NETQ_ACK, &a, sizeof(a));
 }
 
-static void *worker(void *arg)
+static void run_job(void *opaque, const struct workq_job *j)
 {
-	struct netq *nq = arg;
-
-	pthread_mutex_lock(&nq->qlock);
-	for (;;) {
-		struct job *j = nq->qhead;
-
-		if (!j && nq->stop)
-			break;
-		if (!j) {
-			pthread_cond_wait(&nq->qcond, &nq->qlock);
-			continue;
-		}
-		nq->qhead = j->next;
-		if (!nq->qhead)
-			nq->qtail = NULL;
-		pthread_mutex_unlock(&nq->qlock);
-		run_command(nq, j);
-		free(j);
-		pthread_mutex_lock(&nq->qlock);
-	}
-	pthread_mutex_unlock(&nq->qlock);
-	return NULL;
-}
-
-static void enqueue(struct netq *nq, int from, const struct cmd_wire *c,
-		    bool kick, uint16_t q)
-{
-	struct job *j = calloc(1, sizeof(*j));
-
-	if (!j)
-		return;
-	j->from = from;
-	j->cmd = *c;
-	j->kick = kick;
-	j->q = q;
-	pthread_mutex_lock(&nq->qlock);
-	if (nq->qtail)
-		nq->qtail->next = j;
+	if (j->type == MSG_NETQ_KICK)
+		run_kick(opaque, (const struct queue_wire *)j->payload);
 	else
-		nq->qhead = j;
-	nq->qtail = j;
-	pthread_cond_signal(&nq->qcond);
-	pthread_mutex_unlock(&nq->qlock);
+		run_command(opaque, j->from,
+			    (const struct cmd_wire *)j->payload);
 }
 
 /* Is @pair of the device in @slot served here for its home @from? */
@@ -441,12 +394,11 @@ static void got_command(struct netq *nq, int from, const struct cmd_wire *c)
 		count(&nq->refused);
 		return;
 	}
-	enqueue(nq, from, c, false, 0);
+	workq_push(&nq->wq, from, MSG_NETQ_CMD, c, sizeof(*c));
 }
 
 static void got_kick(struct netq *nq, int from, const struct queue_wire *w)
 {
-	struct cmd_wire c = {.slot = w->slot};
 	const struct netq_nic *n = nic_of_slot(nq, w->slot);
 
 	/* from: any node's vCPU may ring a doorbell */
@@ -455,7 +407,7 @@ static void got_kick(struct netq *nq, int from, const struct queue_wire *w)
 		count(&nq->refused);
 		return;
 	}
-	enqueue(nq, from, &c, true, w->q);
+	workq_push(&nq->wq, from, MSG_NETQ_KICK, w, sizeof(*w));
 }
 
 static void destroy_servers(struct netq *nq)
@@ -657,15 +609,12 @@ int netq_create(struct netq **out, const struct cluster_config *c, int self,
 	pthread_mutex_init(&nq->wlock, NULL);
 	pthread_cond_init(&nq->wcond, &ca);
 	pthread_condattr_destroy(&ca);
-	pthread_mutex_init(&nq->qlock, NULL);
-	pthread_cond_init(&nq->qcond, NULL);
-	rc = thread_start_nosignals(&nq->worker, worker, nq);
+	rc = workq_start(&nq->wq, run_job, nq);
 	if (rc) {
 		netq_destroy(nq);
 		return err_set(e, rc, "cannot start the NIC queue worker: %s",
 			       strerror(-rc));
 	}
-	nq->worker_started = true;
 	*out = nq;
 	return 0;
 }
@@ -674,24 +623,10 @@ void netq_destroy(struct netq *nq)
 {
 	if (!nq)
 		return;
-	if (nq->worker_started) {
-		pthread_mutex_lock(&nq->qlock);
-		nq->stop = true;
-		pthread_cond_broadcast(&nq->qcond);
-		pthread_mutex_unlock(&nq->qlock);
-		pthread_join(nq->worker, NULL);
-	}
-	while (nq->qhead) {
-		struct job *j = nq->qhead;
-
-		nq->qhead = j->next;
-		free(j);
-	}
+	workq_stop(&nq->wq);
 	destroy_servers(nq);
 	pthread_rwlock_destroy(&nq->lock);
 	pthread_mutex_destroy(&nq->wlock);
 	pthread_cond_destroy(&nq->wcond);
-	pthread_mutex_destroy(&nq->qlock);
-	pthread_cond_destroy(&nq->qcond);
 	free(nq);
 }

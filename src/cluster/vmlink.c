@@ -24,6 +24,7 @@
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/thread.h"
+#include "util/workq.h"
 
 #define WAIT_SLICE_MS 100
 #define DB_PAGE 4096ULL /* one doorbell page per virtqueue */
@@ -80,14 +81,6 @@ struct target_wire {
 	uint8_t dfr_model, x2apic, hw_enabled, pad;
 } __attribute__((packed));
 
-struct job {
-	struct job *next;
-	int from;
-	uint16_t type;
-	uint32_t len;
-	uint8_t payload[];
-};
-
 struct wait_slot {
 	uint64_t id; /* the request waited for, 0 if none */
 	bool done;
@@ -119,12 +112,9 @@ struct vmlink {
 	bool db_started;
 	_Atomic uint64_t seq;
 
-	pthread_mutex_t qlock; /* the worker's queue, ready[] */
+	struct workq wq;       /* forwarded accesses, served in order */
+	pthread_mutex_t qlock; /* ready[], down */
 	pthread_cond_t qcond;
-	struct job *qhead, *qtail;
-	bool stop;
-	pthread_t worker;
-	bool worker_started;
 	bool ready[CLUSTER_MAX_NODES];
 	int down; /* a node that went down, or -1 */
 
@@ -521,60 +511,14 @@ static void serve_cfg(struct vmlink *l, int from, const struct cfg_wire *w)
 	transport_send(l->t, from, MSG_IO_RESP, &r, sizeof(r));
 }
 
-static void run_job(struct vmlink *l, const struct job *j)
+static void run_job(void *opaque, const struct workq_job *j)
 {
+	struct vmlink *l = opaque;
+
 	if (j->type == MSG_IO_REQ)
 		serve_io(l, j->from, (const struct io_wire *)j->payload);
 	else if (j->type == MSG_CFG_REQ)
 		serve_cfg(l, j->from, (const struct cfg_wire *)j->payload);
-}
-
-static void *worker(void *arg)
-{
-	struct vmlink *l = arg;
-
-	pthread_mutex_lock(&l->qlock);
-	for (;;) {
-		struct job *j = l->qhead;
-
-		if (!j && l->stop)
-			break;
-		if (!j) {
-			pthread_cond_wait(&l->qcond, &l->qlock);
-			continue;
-		}
-		l->qhead = j->next;
-		if (!l->qhead)
-			l->qtail = NULL;
-		pthread_mutex_unlock(&l->qlock);
-		run_job(l, j);
-		free(j);
-		pthread_mutex_lock(&l->qlock);
-	}
-	pthread_mutex_unlock(&l->qlock);
-	return NULL;
-}
-
-static void enqueue(struct vmlink *l, int from, uint16_t type, const void *p,
-		    uint32_t len)
-{
-	struct job *j = malloc(sizeof(*j) + len);
-
-	if (!j)
-		return;
-	j->next = NULL;
-	j->from = from;
-	j->type = type;
-	j->len = len;
-	memcpy(j->payload, p, len);
-	pthread_mutex_lock(&l->qlock);
-	if (l->qtail)
-		l->qtail->next = j;
-	else
-		l->qhead = j;
-	l->qtail = j;
-	pthread_cond_signal(&l->qcond);
-	pthread_mutex_unlock(&l->qlock);
 }
 
 static void got_resp(struct vmlink *l, const struct io_resp_wire *r)
@@ -729,11 +673,11 @@ bool vmlink_handle_msg(struct vmlink *l, int from, uint16_t type, const void *p,
 	switch (type) {
 	case MSG_IO_REQ:
 		if (size_ok(l, len, sizeof(struct io_wire)))
-			enqueue(l, from, type, p, len);
+			workq_push(&l->wq, from, type, p, len);
 		return true;
 	case MSG_CFG_REQ:
 		if (size_ok(l, len, sizeof(struct cfg_wire)))
-			enqueue(l, from, type, p, len);
+			workq_push(&l->wq, from, type, p, len);
 		return true;
 	case MSG_IO_RESP:
 		if (size_ok(l, len, sizeof(r))) {
@@ -923,13 +867,12 @@ int vmlink_create(struct vmlink **out, const struct cluster_config *c, int self,
 	pthread_mutex_init(&l->qlock, NULL);
 	pthread_cond_init(&l->qcond, &ca);
 	pthread_condattr_destroy(&ca);
-	rc = thread_start_nosignals(&l->worker, worker, l);
+	rc = workq_start(&l->wq, run_job, l);
 	if (rc) {
 		vmlink_destroy(l);
 		return err_set(e, rc, "cannot start the I/O worker: %s",
 			       strerror(-rc));
 	}
-	l->worker_started = true;
 	rc = start_forwarder(l);
 	if (rc) {
 		vmlink_destroy(l);
@@ -944,13 +887,7 @@ void vmlink_destroy(struct vmlink *l)
 {
 	if (!l)
 		return;
-	if (l->worker_started) {
-		pthread_mutex_lock(&l->qlock);
-		l->stop = true;
-		pthread_cond_broadcast(&l->qcond);
-		pthread_mutex_unlock(&l->qlock);
-		pthread_join(l->worker, NULL);
-	}
+	workq_stop(&l->wq);
 	if (l->db_started) {
 		uint64_t one = 1;
 
@@ -963,12 +900,6 @@ void vmlink_destroy(struct vmlink *l)
 		close(l->db_epfd);
 	if (l->db_stopfd >= 0)
 		close(l->db_stopfd);
-	while (l->qhead) {
-		struct job *j = l->qhead;
-
-		l->qhead = j->next;
-		free(j);
-	}
 	pthread_rwlock_destroy(&l->pc_lock);
 	pthread_mutex_destroy(&l->wlock);
 	pthread_cond_destroy(&l->wcond);

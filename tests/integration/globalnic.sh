@@ -14,9 +14,12 @@ GN_PORT=7777
 # namespace, address it (and set its MAC), start a UDP echo peer there
 # (its output in $TMP/echo-NODE-TAP), then set the link up.
 gn_peer() {
+	NETNS_PEER_PID=""
 	netns_tap_peer "dvmm-$1-$2" "$3" "$4" "${5:--}" "$TMP/echo-$2-$3" \
-		$GN_PORT 300 || fail "the peer on node $2" || return 1
+		$GN_PORT 300
+	r=$?
 	BG_PIDS="$BG_PIDS $NETNS_PEER_PID"
+	[ $r = 0 ] || fail "the peer on node $2; dvmm: $(tail -3 "$TMP/out")"
 }
 
 # gn_carried NODE TAP : the echo peer in node NODE's namespace, reachable

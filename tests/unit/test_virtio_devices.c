@@ -7,6 +7,9 @@
  * are posted and kicked with ops->queue_kick, and the test waits (with a
  * timeout, never a sleep) for the used entries.
  *
+ * The harness (fake guest memory, transport and driver, taps) is in
+ * virtio_harness.h, shared with test_virtio_net.c.
+ *
  * Remote disks talk to a disk agent (blk_remote.c's brp_serve) in a thread
  * of the test over loopback TCP, device-switch included.
  *
@@ -49,13 +52,6 @@
 #include "virtio/virtio.h"
 #include "virtio/virtqueue.h"
 
-#define MEM_SIZE (16u << 20)
-#define RING_BASE 0x10000u /* queue q at RING_BASE + q * RING_STRIDE */
-#define RING_STRIDE 0x10000u
-#define DATA_BASE 0x100000u /* bump allocator for buffers and tables */
-#define QSIZE 256
-#define WAIT_MS 10000
-
 /* Spec constants the tests use (the devices keep theirs private). */
 #define BLK_F_SEG_MAX 2
 #define BLK_F_RO 5
@@ -70,72 +66,6 @@
 #define BLK_S_OK 0
 #define BLK_S_IOERR 1
 #define BLK_S_UNSUPP 2
-#define NET_F_MAC 5
-#define NET_F_STATUS 16
-#define NET_HDR 12
-#define TEST_ETHERTYPE 0x88b5 /* IEEE local experimental */
-
-/* ---- the fake transport ---- */
-
-struct fake_transport {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	unsigned int queue_irqs[VIRTIO_MAX_QUEUES];
-	unsigned int config_irqs;
-	/* used->idx as each queue interrupt saw it (the newest). */
-	struct vring_used *used[VIRTIO_MAX_QUEUES];
-	uint16_t irq_used[VIRTIO_MAX_QUEUES];
-	/* While closed, queue interrupts wait in notify_queue. */
-	bool gate_closed;
-	unsigned int gate_waiting;
-};
-
-static void ft_notify_queue(void *opaque, uint16_t q)
-{
-	struct fake_transport *ft = opaque;
-
-	pthread_mutex_lock(&ft->lock);
-	while (ft->gate_closed) {
-		ft->gate_waiting++;
-		pthread_cond_broadcast(&ft->cond);
-		pthread_cond_wait(&ft->cond, &ft->lock);
-		ft->gate_waiting--;
-	}
-	if (q < VIRTIO_MAX_QUEUES)
-		ft->queue_irqs[q]++;
-	if (q < VIRTIO_MAX_QUEUES && ft->used[q]) {
-		uint16_t u =
-			__atomic_load_n(&ft->used[q]->idx, __ATOMIC_ACQUIRE);
-
-		if ((int16_t)(u - ft->irq_used[q]) > 0)
-			ft->irq_used[q] = u;
-	}
-	pthread_cond_broadcast(&ft->cond);
-	pthread_mutex_unlock(&ft->lock);
-}
-
-static void ft_notify_config(void *opaque)
-{
-	struct fake_transport *ft = opaque;
-
-	pthread_mutex_lock(&ft->lock);
-	ft->config_irqs++;
-	pthread_cond_broadcast(&ft->cond);
-	pthread_mutex_unlock(&ft->lock);
-}
-
-/* ---- the fake driver: split rings in guest memory ---- */
-
-struct ring {
-	uint16_t size;
-	uint64_t desc_gpa, avail_gpa, used_gpa;
-	struct vring_desc *desc;
-	struct vring_avail *avail;
-	struct vring_used *used;
-	uint16_t avail_idx;
-	uint16_t next_desc;
-	uint16_t used_seen;
-};
 
 struct harness;
 
@@ -151,82 +81,28 @@ struct bg {
 	bool done; /* under h->ft.lock */
 };
 
-struct harness {
-	struct guest_mem mem;
-	struct fake_transport ft;
-	struct virtio_device *vd;
-	struct ring ring[VIRTIO_MAX_QUEUES];
-	uint64_t features;
-	uint64_t next_data;
-	bool active;
-	/* devices */
-	struct virtio_blk *blk;
-	struct virtio_net *net;
-	struct virtio_console *con;
-	struct virtio_rng *rng;
-	char path[64];
-	int fds[4];
-	int pkt; /* AF_PACKET socket on the tap */
+/* struct harness's members of this test's own: its devices. */
+#define HARNESS_OWN_FIELDS                         \
+	struct virtio_blk *blk;                    \
+	struct virtio_net *net;                    \
+	struct virtio_console *con;                \
+	struct virtio_rng *rng;                    \
+	char path[64];                             \
+	int fds[4];                                \
+	int pkt; /* AF_PACKET socket on the tap */ \
 	struct bg bg[2];
-};
 
-struct seg {
-	uint64_t gpa;
-	uint32_t len;
-	bool w;
-};
-
-static void *gptr(struct harness *h, uint64_t gpa, uint64_t len)
-{
-	void *p = guest_mem_ptr(&h->mem, gpa, len);
-
-	assert_non_null(p);
-	return p;
-}
-
-static uint64_t galloc(struct harness *h, uint64_t len)
-{
-	uint64_t gpa = h->next_data;
-
-	h->next_data = (gpa + len + 15) & ~15ULL;
-	assert_true(h->next_data <= MEM_SIZE);
-	return gpa;
-}
+#include "virtio_harness.h"
 
 static int setup(void **state)
 {
-	struct harness *h = calloc(1, sizeof(*h));
+	struct harness *h = harness_new();
 
-	assert_non_null(h);
-	assert_int_equal(guest_mem_alloc(&h->mem, MEM_SIZE), 0);
-	pthread_mutex_init(&h->ft.lock, NULL);
-	{
-		pthread_condattr_t a;
-
-		pthread_condattr_init(&a);
-		pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-		pthread_cond_init(&h->ft.cond, &a);
-		pthread_condattr_destroy(&a);
-	}
-	h->next_data = DATA_BASE;
 	for (int i = 0; i < 4; i++)
 		h->fds[i] = -1;
 	h->pkt = -1;
 	*state = h;
 	return 0;
-}
-
-static void stop_device(struct harness *h)
-{
-	if (!h->vd || !h->active)
-		return;
-	h->vd->ops->reset(h->vd);
-	for (int q = 0; q < h->vd->num_queues; q++) {
-		pthread_mutex_lock(&h->vd->vq[q].lock);
-		vq_disable(&h->vd->vq[q]);
-		pthread_mutex_unlock(&h->vd->vq[q].lock);
-	}
-	h->active = false;
 }
 
 static void gate_set(struct harness *h, bool closed)
@@ -257,163 +133,8 @@ static int teardown(void **state)
 			close(h->fds[i]);
 	if (h->pkt >= 0)
 		close(h->pkt);
-	guest_mem_free(&h->mem);
-	pthread_cond_destroy(&h->ft.cond);
-	pthread_mutex_destroy(&h->ft.lock);
-	free(h);
+	harness_free(h);
 	return 0;
-}
-
-static void ring_setup(struct harness *h, int q)
-{
-	struct ring *r = &h->ring[q];
-	uint64_t base = RING_BASE + (uint64_t)q * RING_STRIDE;
-
-	memset(r, 0, sizeof(*r));
-	r->size = QSIZE;
-	r->desc_gpa = base;
-	r->avail_gpa = base + 0x1000;
-	r->used_gpa = base + 0x2000;
-	r->desc = gptr(h, r->desc_gpa, 16 * QSIZE);
-	r->avail = gptr(h, r->avail_gpa, 6 + 2 * QSIZE);
-	r->used = gptr(h, r->used_gpa, 6 + 8 * QSIZE);
-	memset(r->desc, 0, 16 * QSIZE);
-	memset(r->avail, 0, 6 + 2 * QSIZE);
-	memset(r->used, 0, 6 + 8 * QSIZE);
-}
-
-/* Attach @vd to the fake transport, negotiate @features, start it. */
-static void start_device(struct harness *h, struct virtio_device *vd,
-			 uint64_t features)
-{
-	h->vd = vd;
-	h->features = features | (1ULL << VIRTIO_F_VERSION_1);
-	vd->transport.notify_queue = ft_notify_queue;
-	vd->transport.notify_config = ft_notify_config;
-	vd->transport.opaque = &h->ft;
-	vd->guest_features = h->features;
-	vd->status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-		     VIRTIO_STATUS_FEATURES_OK;
-	for (int q = 0; q < vd->num_queues; q++) {
-		struct ring *r = &h->ring[q];
-
-		ring_setup(h, q);
-		pthread_mutex_lock(&h->ft.lock);
-		h->ft.used[q] = r->used;
-		h->ft.irq_used[q] = 0;
-		pthread_mutex_unlock(&h->ft.lock);
-		pthread_mutex_lock(&vd->vq[q].lock);
-		assert_int_equal(vq_enable(&vd->vq[q], &h->mem, r->size,
-					   r->desc_gpa, r->avail_gpa,
-					   r->used_gpa, h->features),
-				 0);
-		pthread_mutex_unlock(&vd->vq[q].lock);
-	}
-	vd->status |= VIRTIO_STATUS_DRIVER_OK;
-	assert_int_equal(vd->ops->activate(vd), 0);
-	h->active = true;
-}
-
-/* Reset the device as a driver would, then bring it up again. */
-static void restart_device(struct harness *h)
-{
-	struct virtio_device *vd = h->vd;
-
-	stop_device(h);
-	vd->status = 0;
-	start_device(h, vd, h->features & ~(1ULL << VIRTIO_F_VERSION_1));
-}
-
-static void write_desc(struct vring_desc *d, const struct seg *s, uint16_t next,
-		       bool more)
-{
-	d->addr = s->gpa;
-	d->len = s->len;
-	d->flags = (s->w ? VRING_DESC_F_WRITE : 0) |
-		   (more ? VRING_DESC_F_NEXT : 0);
-	d->next = next;
-}
-
-/* Put a chain on queue @q's avail ring (not kicked). Returns the head. */
-static uint16_t post(struct harness *h, int q, const struct seg *s, int n,
-		     bool indirect)
-{
-	struct ring *r = &h->ring[q];
-	uint16_t head = r->next_desc;
-
-	if (indirect) {
-		uint64_t t = galloc(h, 16ULL * n);
-		struct vring_desc *tab = gptr(h, t, 16ULL * n);
-
-		for (int i = 0; i < n; i++)
-			write_desc(&tab[i], &s[i], i + 1, i + 1 < n);
-		r->desc[head] =
-			(struct vring_desc){.addr = t,
-					    .len = 16 * n,
-					    .flags = VRING_DESC_F_INDIRECT};
-		r->next_desc = (head + 1) % r->size;
-	} else {
-		for (int i = 0; i < n; i++) {
-			uint16_t d = (head + i) % r->size;
-
-			write_desc(&r->desc[d], &s[i], (d + 1) % r->size,
-				   i + 1 < n);
-		}
-		r->next_desc = (head + n) % r->size;
-	}
-	r->avail->ring[r->avail_idx % r->size] = head;
-	r->avail_idx++;
-	__atomic_store_n(&r->avail->idx, r->avail_idx, __ATOMIC_RELEASE);
-	return head;
-}
-
-static void kick(struct harness *h, int q)
-{
-	h->vd->ops->queue_kick(h->vd, q);
-}
-
-static void deadline_after(struct timespec *ts, int ms)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += ms / 1000;
-	ts->tv_nsec += (long)(ms % 1000) * 1000000;
-	if (ts->tv_nsec >= 1000000000) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000;
-	}
-}
-
-static uint16_t used_idx(struct ring *r)
-{
-	return __atomic_load_n(&r->used->idx, __ATOMIC_ACQUIRE);
-}
-
-/* Wait for @n more used entries on @q. False on timeout. */
-static bool wait_used_ms(struct harness *h, int q, uint16_t n, int ms)
-{
-	struct ring *r = &h->ring[q];
-	uint16_t target = r->used_seen + n;
-	struct timespec ts;
-	bool ok = true;
-
-	deadline_after(&ts, ms);
-	pthread_mutex_lock(&h->ft.lock);
-	while ((int16_t)(used_idx(r) - target) < 0) {
-		if (pthread_cond_timedwait(&h->ft.cond, &h->ft.lock, &ts) ==
-		    ETIMEDOUT) {
-			ok = (int16_t)(used_idx(r) - target) >= 0;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&h->ft.lock);
-	if (ok)
-		r->used_seen = target;
-	return ok;
-}
-
-static bool wait_used(struct harness *h, int q, uint16_t n)
-{
-	return wait_used_ms(h, q, n, WAIT_MS);
 }
 
 /* The device's next avail index on @q: how many chains it has taken. */
@@ -434,15 +155,13 @@ static uint16_t last_avail(struct harness *h, int q)
  */
 static bool wait_popped(struct harness *h, int q, uint16_t n)
 {
-	struct timespec ts, now, ms = {0, 1000000};
+	struct timespec ts, ms = {0, 1000000};
 
 	deadline_after(&ts, WAIT_MS);
 	for (;;) {
 		if (last_avail(h, q) == n)
 			return true;
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec > ts.tv_sec ||
-		    (now.tv_sec == ts.tv_sec && now.tv_nsec >= ts.tv_nsec))
+		if (past(&ts))
 			return false;
 		nanosleep(&ms, NULL);
 	}
@@ -462,20 +181,7 @@ static uint16_t irq_used(struct harness *h, int q)
 /* Wait until a queue interrupt waits at the closed gate. */
 static bool wait_gate(struct harness *h)
 {
-	struct timespec ts;
-	bool ok = true;
-
-	deadline_after(&ts, WAIT_MS);
-	pthread_mutex_lock(&h->ft.lock);
-	while (!h->ft.gate_waiting) {
-		if (pthread_cond_timedwait(&h->ft.cond, &h->ft.lock, &ts) ==
-		    ETIMEDOUT) {
-			ok = h->ft.gate_waiting > 0;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&h->ft.lock);
-	return ok;
+	return wait_count(h, &h->ft.gate_waiting, 1);
 }
 
 static void *bg_main(void *arg)
@@ -585,36 +291,6 @@ static bool logged(const uint64_t *map, uint64_t gpa)
 	uint64_t p = gpa / 4096;
 
 	return map[p / 64] & (1ULL << (p % 64));
-}
-
-static struct vring_used_elem used_elem(struct harness *h, int q, uint16_t i)
-{
-	struct ring *r = &h->ring[q];
-
-	return r->used->ring[i % r->size];
-}
-
-static struct vring_used_elem last_used(struct harness *h, int q)
-{
-	return used_elem(h, q, h->ring[q].used_seen - 1);
-}
-
-static bool wait_config_irq(struct harness *h)
-{
-	struct timespec ts;
-	bool ok = true;
-
-	deadline_after(&ts, WAIT_MS);
-	pthread_mutex_lock(&h->ft.lock);
-	while (!h->ft.config_irqs) {
-		if (pthread_cond_timedwait(&h->ft.cond, &h->ft.lock, &ts) ==
-		    ETIMEDOUT) {
-			ok = h->ft.config_irqs > 0;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&h->ft.lock);
-	return ok;
 }
 
 /* ======================================================================
@@ -1021,7 +697,7 @@ static void test_blk_no_status_needs_reset(void **state)
 	s[1] = (struct seg){buf, 512, false};
 	post(h, 0, s, 2, false);
 	kick(h, 0);
-	assert_true(wait_config_irq(h));
+	assert_true(wait_config_irqs(h, 1));
 	assert_true(virtio_needs_reset(h->vd));
 	assert_int_equal(used_idx(&h->ring[0]), 0);
 
@@ -1048,7 +724,7 @@ static void test_blk_bad_descriptor_needs_reset(void **state)
 	s[2] = (struct seg){galloc(h, 1), 1, true};
 	post(h, 0, s, 3, false);
 	kick(h, 0);
-	assert_true(wait_config_irq(h));
+	assert_true(wait_config_irqs(h, 1));
 	assert_true(virtio_needs_reset(h->vd));
 	assert_int_equal(used_idx(&h->ring[0]), 0);
 }
@@ -1583,15 +1259,10 @@ static void test_blk_migration_states(void **state)
 static void net_create_or_skip(struct harness *h, const uint8_t *mac)
 {
 	struct err e = {0};
-	int fd = open("/dev/net/tun", O_RDWR);
 	int rc;
 
-	if (fd < 0) {
-		print_message("no /dev/net/tun (%s): skipping\n",
-			      strerror(errno));
+	if (!have_tun())
 		skip();
-	}
-	close(fd);
 	rc = virtio_net_create(&h->net, &h->mem, NULL, mac, 0, &e);
 	if (rc == -EPERM || rc == -EACCES || rc == -ENODEV || rc == -EBADFD) {
 		print_message("cannot create a tap (%s): skipping\n", e.msg);
@@ -1599,61 +1270,6 @@ static void net_create_or_skip(struct harness *h, const uint8_t *mac)
 	}
 	assert_int_equal(rc, 0);
 }
-
-/* Up, without IPv6 (no router solicitations on our wire). */
-static void tap_up(const char *name)
-{
-	struct ifreq ifr;
-	char path[128];
-	int s, fd;
-
-	snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6",
-		 name);
-	fd = open(path, O_WRONLY);
-	if (fd >= 0) {
-		assert_int_equal(write(fd, "1", 1), 1);
-		close(fd);
-	}
-	s = socket(AF_INET, SOCK_DGRAM, 0);
-	assert_true(s >= 0);
-	memset(&ifr, 0, sizeof(ifr));
-	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
-	assert_int_equal(ioctl(s, SIOCGIFFLAGS, &ifr), 0);
-	ifr.ifr_flags |= IFF_UP;
-	assert_int_equal(ioctl(s, SIOCSIFFLAGS, &ifr), 0);
-	close(s);
-}
-
-static int packet_socket(const char *name)
-{
-	struct sockaddr_ll sll;
-	int s = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
-
-	assert_true(s >= 0);
-	memset(&sll, 0, sizeof(sll));
-	sll.sll_family = AF_PACKET;
-	sll.sll_protocol = htons(ETH_P_ALL);
-	sll.sll_ifindex = if_nametoindex(name);
-	assert_true(sll.sll_ifindex > 0);
-	assert_int_equal(bind(s, (struct sockaddr *)&sll, sizeof(sll)), 0);
-	return s;
-}
-
-static size_t make_frame(uint8_t *f, const uint8_t dst[6], const uint8_t src[6],
-			 const char *text, size_t len)
-{
-	memcpy(f, dst, 6);
-	memcpy(f + 6, src, 6);
-	f[12] = TEST_ETHERTYPE >> 8;
-	f[13] = TEST_ETHERTYPE & 0xff;
-	memset(f + 14, 0, len - 14);
-	memcpy(f + 14, text, strlen(text));
-	return len;
-}
-
-static const uint8_t test_mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
-static const uint8_t host_mac[6] = {0x02, 0x00, 0x00, 0x00, 0x00, 0x01};
-static const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 
 static void test_net_config(void **state)
 {
@@ -1695,35 +1311,6 @@ static void test_net_config(void **state)
 			 -EINVAL);
 }
 
-/* Read frames from the packet socket until our test frame shows up. */
-static ssize_t pkt_recv_test_frame(int s, uint8_t *buf, size_t cap)
-{
-	struct timespec t0, now;
-
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (;;) {
-		struct pollfd p = {.fd = s, .events = POLLIN};
-		struct sockaddr_ll from;
-		socklen_t fl = sizeof(from);
-		ssize_t n;
-		long ms;
-
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		ms = (now.tv_sec - t0.tv_sec) * 1000 +
-		     (now.tv_nsec - t0.tv_nsec) / 1000000;
-		if (ms >= WAIT_MS)
-			return -1;
-		if (poll(&p, 1, WAIT_MS - ms) <= 0)
-			continue;
-		n = recvfrom(s, buf, cap, 0, (struct sockaddr *)&from, &fl);
-		if (n < 14 || from.sll_pkttype == PACKET_OUTGOING)
-			continue;
-		if (buf[12] == (TEST_ETHERTYPE >> 8) &&
-		    buf[13] == (TEST_ETHERTYPE & 0xff))
-			return n;
-	}
-}
-
 static void test_net_tx(void **state)
 {
 	struct harness *h = *state;
@@ -1734,7 +1321,7 @@ static void test_net_tx(void **state)
 	ssize_t n;
 
 	net_create_or_skip(h, test_mac);
-	tap_up(virtio_net_tap_name(h->net));
+	tap_set(virtio_net_tap_name(h->net), true);
 	h->pkt = packet_socket(virtio_net_tap_name(h->net));
 	start_device(h, virtio_net_device(h->net),
 		     (1ULL << NET_F_MAC) | (1ULL << NET_F_STATUS));
@@ -1752,7 +1339,7 @@ static void test_net_tx(void **state)
 	kick(h, 1);
 	assert_true(wait_used(h, 1, 1));
 	assert_int_equal(last_used(h, 1).len, 0);
-	n = pkt_recv_test_frame(h->pkt, got, sizeof(got));
+	n = pkt_recv_test_frame(h->pkt, got, sizeof(got), "dvmm tx test");
 	assert_int_equal(n, sizeof(frame));
 	assert_memory_equal(got, frame, sizeof(frame));
 
@@ -1827,7 +1414,7 @@ static void test_net_rx(void **state)
 	struct virtio_net_stats st;
 
 	net_create_or_skip(h, test_mac);
-	tap_up(virtio_net_tap_name(h->net));
+	tap_set(virtio_net_tap_name(h->net), true);
 	h->pkt = packet_socket(virtio_net_tap_name(h->net));
 	start_device(h, virtio_net_device(h->net),
 		     (1ULL << NET_F_MAC) | (1ULL << NET_F_STATUS));
@@ -1875,7 +1462,7 @@ static void test_net_rx_short_buffer_needs_reset(void **state)
 		     (1ULL << NET_F_MAC) | (1ULL << NET_F_STATUS));
 	post_rx_buf(h, 8, false);
 	kick(h, 0);
-	assert_true(wait_config_irq(h));
+	assert_true(wait_config_irqs(h, 1));
 	assert_true(virtio_needs_reset(h->vd));
 	restart_device(h);
 	assert_false(virtio_needs_reset(h->vd));
@@ -1976,7 +1563,7 @@ static void test_net_save_load_frames(void **state)
 	assert_non_null(buf);
 	net_create_or_skip(h, test_mac);
 	snprintf(name_a, sizeof(name_a), "%s", virtio_net_tap_name(h->net));
-	tap_up(name_a);
+	tap_set(name_a, true);
 	h->pkt = packet_socket(name_a);
 	start_device(h, virtio_net_device(h->net),
 		     (1ULL << NET_F_MAC) | (1ULL << NET_F_STATUS));
@@ -2075,17 +1662,6 @@ static void test_net_quiesce_waits_for_tx_irq(void **state)
 	assert_int_equal(last_avail(h, 1), 1);
 	h->vd->ops->resume(h->vd);
 	assert_true(wait_used(h, 1, 1));
-}
-
-/* Append a frame record of @len bytes (@fill) to a state at *off. */
-static void put_frame(uint8_t *buf, size_t *off, uint32_t len, uint8_t fill)
-{
-	uint32_t le = htole32(len);
-
-	memcpy(buf + *off, &le, 4);
-	memset(buf + *off + 4, 0, NET_HDR);
-	memset(buf + *off + 4 + NET_HDR, fill, len - NET_HDR);
-	*off += 4 + len;
 }
 
 /*
@@ -2198,13 +1774,11 @@ static void test_net_load_checks(void **state)
 		uint64_t small = post_rx_buf(h, NET_HDR + 100, false);
 		uint16_t big_head = h->ring[0].next_desc;
 		uint64_t big = post_rx_buf(h, NET_HDR + 1514, false);
-		uint8_t expect[1000];
 
 		kick(h, 0);
 		assert_true(wait_used(h, 0, 1));
 		assert_int_equal(last_used(h, 0).len, NET_HDR + 64);
-		memset(expect, 0xa1, 64);
-		assert_memory_equal(gptr(h, small + NET_HDR, 64), expect, 64);
+		check_rx_fill(h, small, 64, 0xa1);
 		/* 2000 bytes do not fit 1514: dropped, the buffer kept (the
 		 * thread looks at a pause only after dealing with a frame). */
 		assert_true(wait_popped(h, 0, 2));
@@ -2221,8 +1795,7 @@ static void test_net_load_checks(void **state)
 		assert_true(wait_used(h, 0, 1));
 		assert_int_equal(last_used(h, 0).len, NET_HDR + 1000);
 		assert_int_equal(last_used(h, 0).id, big_head);
-		memset(expect, 0xa3, 1000);
-		assert_memory_equal(gptr(h, big + NET_HDR, 1000), expect, 1000);
+		check_rx_fill(h, big, 1000, 0xa3);
 	}
 #undef LOAD
 	free(out);
@@ -2272,7 +1845,7 @@ static void test_net_release_acquire(void **state)
 	assert_int_equal(st.tx_packets + st.tx_dropped, 1);
 
 	/* RX works on the new tap. */
-	tap_up(name2);
+	tap_set(name2, true);
 	h->pkt = packet_socket(name2);
 	b = post_rx_buf(h, NET_HDR + 1514, false);
 	kick(h, 0);
@@ -2614,7 +2187,7 @@ static void test_rng_readonly_buffer_needs_reset(void **state)
 	s = (struct seg){galloc(h, 16), 16, false};
 	post(h, 0, &s, 1, false);
 	kick(h, 0);
-	assert_true(wait_config_irq(h));
+	assert_true(wait_config_irqs(h, 1));
 	assert_true(virtio_needs_reset(h->vd));
 	restart_device(h);
 	s = (struct seg){galloc(h, 16), 16, true};

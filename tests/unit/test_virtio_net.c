@@ -1,10 +1,10 @@
 /*
  * tests/unit/test_virtio_net.c - virtio-net's queue pairs, control queue,
- * link status, remote pairs and pair servers, driven without KVM the way
- * test_virtio_devices.c drives the devices: the test plays the driver with
- * split rings in guest memory and the transport with a fake that counts
- * queue and configuration interrupts and signals a condition variable;
- * every wait has a timeout, none is a fixed sleep.
+ * link status, remote pairs and pair servers, driven without KVM with
+ * test_virtio_devices.c's harness (virtio_harness.h): the test plays the
+ * driver with split rings in guest memory and the transport with a fake
+ * that counts queue and configuration interrupts and signals a condition
+ * variable; every wait has a timeout, none is a fixed sleep.
  *
  * The tests need /dev/net/tun and CAP_NET_ADMIN (real taps, made
  * multiqueue where the device shares one) and are skipped without them;
@@ -45,70 +45,16 @@
 #include "virtio/virtio.h"
 #include "virtio/virtqueue.h"
 
-#define MEM_SIZE (16u << 20)
-#define RING_BASE 0x10000u /* queue q at RING_BASE + q * RING_STRIDE */
-#define RING_STRIDE 0x10000u
-#define DATA_BASE 0x100000u /* bump allocator for buffers */
-#define QSIZE 256
-#define WAIT_MS 10000
-
 /* Spec constants the tests use (the device keeps its own private). */
-#define NET_F_MAC 5
-#define NET_F_STATUS 16
 #define NET_F_CTRL_VQ 17
 #define NET_F_MQ 22
-#define NET_HDR 12
 #define CTRL_MQ 4
 #define CTRL_MQ_VQ_PAIRS_SET 0
 #define NET_OK 0
 #define NET_ERR 1
-#define TEST_ETHERTYPE 0x88b5 /* IEEE local experimental */
 #define BASE_FEATURES ((1ULL << NET_F_MAC) | (1ULL << NET_F_STATUS))
 #define MQ_FEATURES \
 	(BASE_FEATURES | (1ULL << NET_F_CTRL_VQ) | (1ULL << NET_F_MQ))
-
-/* ---- the fake transport ---- */
-
-struct fake_transport {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	unsigned int queue_irqs[VIRTIO_MAX_QUEUES];
-	unsigned int config_irqs;
-};
-
-static void ft_notify_queue(void *opaque, uint16_t q)
-{
-	struct fake_transport *ft = opaque;
-
-	pthread_mutex_lock(&ft->lock);
-	if (q < VIRTIO_MAX_QUEUES)
-		ft->queue_irqs[q]++;
-	pthread_cond_broadcast(&ft->cond);
-	pthread_mutex_unlock(&ft->lock);
-}
-
-static void ft_notify_config(void *opaque)
-{
-	struct fake_transport *ft = opaque;
-
-	pthread_mutex_lock(&ft->lock);
-	ft->config_irqs++;
-	pthread_cond_broadcast(&ft->cond);
-	pthread_mutex_unlock(&ft->lock);
-}
-
-/* ---- the fake driver: split rings in guest memory ---- */
-
-struct ring {
-	uint16_t size;
-	uint64_t desc_gpa, avail_gpa, used_gpa;
-	struct vring_desc *desc;
-	struct vring_avail *avail;
-	struct vring_used *used;
-	uint16_t avail_idx;
-	uint16_t next_desc;
-	uint16_t used_seen;
-};
 
 /* What the fake remote ops and server ops saw. */
 struct fake_remote {
@@ -122,73 +68,22 @@ struct fake_remote {
 	bool link_up;
 };
 
-struct harness {
-	struct guest_mem mem;
-	struct fake_transport ft;
-	struct virtio_device *vd;
-	struct ring ring[VIRTIO_MAX_QUEUES];
-	uint64_t features;
-	uint64_t next_data;
-	bool active;
-	struct virtio_net *net;
-	struct fake_remote fr;
-	int pkt;	       /* AF_PACKET socket on a tap */
+/* struct harness's members of this test's own. */
+#define HARNESS_OWN_FIELDS                                     \
+	struct virtio_net *net;                                \
+	struct fake_remote fr;                                 \
+	int pkt;	       /* AF_PACKET socket on a tap */ \
 	char deltap[IFNAMSIZ]; /* a named tap to delete at the end */
-};
 
-struct seg {
-	uint64_t gpa;
-	uint32_t len;
-	bool w;
-};
-
-static void *gptr(struct harness *h, uint64_t gpa, uint64_t len)
-{
-	void *p = guest_mem_ptr(&h->mem, gpa, len);
-
-	assert_non_null(p);
-	return p;
-}
-
-static uint64_t galloc(struct harness *h, uint64_t len)
-{
-	uint64_t gpa = h->next_data;
-
-	h->next_data = (gpa + len + 15) & ~15ULL;
-	assert_true(h->next_data <= MEM_SIZE);
-	return gpa;
-}
+#include "virtio_harness.h"
 
 static int setup(void **state)
 {
-	struct harness *h = calloc(1, sizeof(*h));
-	pthread_condattr_t a;
+	struct harness *h = harness_new();
 
-	assert_non_null(h);
-	assert_int_equal(guest_mem_alloc(&h->mem, MEM_SIZE), 0);
-	pthread_mutex_init(&h->ft.lock, NULL);
-	pthread_condattr_init(&a);
-	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-	pthread_cond_init(&h->ft.cond, &a);
-	pthread_condattr_destroy(&a);
-	h->next_data = DATA_BASE;
 	h->pkt = -1;
 	*state = h;
 	return 0;
-}
-
-static void stop_device(struct harness *h)
-{
-	if (!h->vd || !h->active)
-		return;
-	h->vd->ops->reset(h->vd);
-	for (int q = 0; q < h->vd->num_queues; q++) {
-		pthread_mutex_lock(&h->vd->vq[q].lock);
-		vq_disable(&h->vd->vq[q]);
-		pthread_mutex_unlock(&h->vd->vq[q].lock);
-	}
-	h->vd->status = 0;
-	h->active = false;
 }
 
 static void link_delete(const char *name);
@@ -203,182 +98,8 @@ static int teardown(void **state)
 		close(h->pkt);
 	if (h->deltap[0] && if_nametoindex(h->deltap))
 		link_delete(h->deltap);
-	guest_mem_free(&h->mem);
-	pthread_cond_destroy(&h->ft.cond);
-	pthread_mutex_destroy(&h->ft.lock);
-	free(h);
+	harness_free(h);
 	return 0;
-}
-
-static void ring_setup(struct harness *h, int q)
-{
-	struct ring *r = &h->ring[q];
-	uint64_t base = RING_BASE + (uint64_t)q * RING_STRIDE;
-
-	memset(r, 0, sizeof(*r));
-	r->size = QSIZE;
-	r->desc_gpa = base;
-	r->avail_gpa = base + 0x1000;
-	r->used_gpa = base + 0x2000;
-	r->desc = gptr(h, r->desc_gpa, 16 * QSIZE);
-	r->avail = gptr(h, r->avail_gpa, 6 + 2 * QSIZE);
-	r->used = gptr(h, r->used_gpa, 6 + 8 * QSIZE);
-	memset(r->desc, 0, 16 * QSIZE);
-	memset(r->avail, 0, 6 + 2 * QSIZE);
-	memset(r->used, 0, 6 + 8 * QSIZE);
-}
-
-/* Attach @vd to the fake transport, negotiate @features, start it. */
-static void start_device(struct harness *h, struct virtio_device *vd,
-			 uint64_t features)
-{
-	h->vd = vd;
-	h->features = features | (1ULL << VIRTIO_F_VERSION_1);
-	vd->transport.notify_queue = ft_notify_queue;
-	vd->transport.notify_config = ft_notify_config;
-	vd->transport.opaque = &h->ft;
-	vd->guest_features = h->features;
-	vd->status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-		     VIRTIO_STATUS_FEATURES_OK;
-	for (int q = 0; q < vd->num_queues; q++) {
-		struct ring *r = &h->ring[q];
-
-		ring_setup(h, q);
-		pthread_mutex_lock(&vd->vq[q].lock);
-		assert_int_equal(vq_enable(&vd->vq[q], &h->mem, r->size,
-					   r->desc_gpa, r->avail_gpa,
-					   r->used_gpa, h->features),
-				 0);
-		pthread_mutex_unlock(&vd->vq[q].lock);
-	}
-	vd->status |= VIRTIO_STATUS_DRIVER_OK;
-	assert_int_equal(vd->ops->activate(vd), 0);
-	h->active = true;
-}
-
-static void restart_device(struct harness *h)
-{
-	struct virtio_device *vd = h->vd;
-
-	stop_device(h);
-	start_device(h, vd, h->features & ~(1ULL << VIRTIO_F_VERSION_1));
-}
-
-static void write_desc(struct vring_desc *d, const struct seg *s, uint16_t next,
-		       bool more)
-{
-	d->addr = s->gpa;
-	d->len = s->len;
-	d->flags = (s->w ? VRING_DESC_F_WRITE : 0) |
-		   (more ? VRING_DESC_F_NEXT : 0);
-	d->next = next;
-}
-
-/* Put a chain on queue @q's avail ring (not kicked). Returns the head. */
-static uint16_t post(struct harness *h, int q, const struct seg *s, int n)
-{
-	struct ring *r = &h->ring[q];
-	uint16_t head = r->next_desc;
-
-	for (int i = 0; i < n; i++) {
-		uint16_t d = (head + i) % r->size;
-
-		write_desc(&r->desc[d], &s[i], (d + 1) % r->size, i + 1 < n);
-	}
-	r->next_desc = (head + n) % r->size;
-	r->avail->ring[r->avail_idx % r->size] = head;
-	r->avail_idx++;
-	__atomic_store_n(&r->avail->idx, r->avail_idx, __ATOMIC_RELEASE);
-	return head;
-}
-
-static void kick(struct harness *h, int q)
-{
-	h->vd->ops->queue_kick(h->vd, q);
-}
-
-static void deadline_after(struct timespec *ts, int ms)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += ms / 1000;
-	ts->tv_nsec += (long)(ms % 1000) * 1000000;
-	if (ts->tv_nsec >= 1000000000) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000;
-	}
-}
-
-static bool past(const struct timespec *ts)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return now.tv_sec > ts->tv_sec ||
-	       (now.tv_sec == ts->tv_sec && now.tv_nsec >= ts->tv_nsec);
-}
-
-static uint16_t used_idx(struct ring *r)
-{
-	return __atomic_load_n(&r->used->idx, __ATOMIC_ACQUIRE);
-}
-
-/* Wait for @n more used entries on @q. False on timeout. */
-static bool wait_used(struct harness *h, int q, uint16_t n)
-{
-	struct ring *r = &h->ring[q];
-	uint16_t target = r->used_seen + n;
-	struct timespec ts;
-	bool ok = true;
-
-	deadline_after(&ts, WAIT_MS);
-	pthread_mutex_lock(&h->ft.lock);
-	while ((int16_t)(used_idx(r) - target) < 0) {
-		if (pthread_cond_timedwait(&h->ft.cond, &h->ft.lock, &ts) ==
-		    ETIMEDOUT) {
-			ok = (int16_t)(used_idx(r) - target) >= 0;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&h->ft.lock);
-	if (ok)
-		r->used_seen = target;
-	return ok;
-}
-
-static struct vring_used_elem last_used(struct harness *h, int q)
-{
-	struct ring *r = &h->ring[q];
-
-	return r->used->ring[(uint16_t)(r->used_seen - 1) % r->size];
-}
-
-/* Wait until at least @n configuration interrupts were counted. */
-static bool wait_config_irqs(struct harness *h, unsigned int n)
-{
-	struct timespec ts;
-	bool ok = true;
-
-	deadline_after(&ts, WAIT_MS);
-	pthread_mutex_lock(&h->ft.lock);
-	while (h->ft.config_irqs < n) {
-		if (pthread_cond_timedwait(&h->ft.cond, &h->ft.lock, &ts) ==
-		    ETIMEDOUT) {
-			ok = h->ft.config_irqs >= n;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&h->ft.lock);
-	return ok;
-}
-
-static unsigned int config_irqs(struct harness *h)
-{
-	unsigned int n;
-
-	pthread_mutex_lock(&h->ft.lock);
-	n = h->ft.config_irqs;
-	pthread_mutex_unlock(&h->ft.lock);
-	return n;
 }
 
 /* VIRTIO_NET_S_LINK_UP as the driver reads it. */
@@ -398,19 +119,6 @@ static uint8_t cfg_generation(struct harness *h)
 }
 
 /* ---- taps ---- */
-
-static bool have_tun(void)
-{
-	int fd = open("/dev/net/tun", O_RDWR);
-
-	if (fd < 0) {
-		print_message("no /dev/net/tun (%s): skipping\n",
-			      strerror(errno));
-		return false;
-	}
-	close(fd);
-	return true;
-}
 
 /* Create a device, or skip the test if this host cannot make taps. */
 static void create_or_skip(struct harness *h, const struct virtio_net_opts *o)
@@ -441,40 +149,6 @@ static short if_flags(const char *name)
 	assert_int_equal(ioctl(s, SIOCGIFFLAGS, &ifr), 0);
 	close(s);
 	return ifr.ifr_flags;
-}
-
-static void no_ipv6(const char *name)
-{
-	char path[128];
-	int fd;
-
-	snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6",
-		 name);
-	fd = open(path, O_WRONLY);
-	if (fd >= 0) {
-		assert_int_equal(write(fd, "1", 1), 1);
-		close(fd);
-	}
-}
-
-/* Up (without IPv6: no router solicitations on our wire) or down. */
-static void tap_set(const char *name, bool up)
-{
-	struct ifreq ifr;
-	int s;
-
-	no_ipv6(name);
-	s = socket(AF_INET, SOCK_DGRAM, 0);
-	assert_true(s >= 0);
-	memset(&ifr, 0, sizeof(ifr));
-	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
-	assert_int_equal(ioctl(s, SIOCGIFFLAGS, &ifr), 0);
-	if (up)
-		ifr.ifr_flags |= IFF_UP;
-	else
-		ifr.ifr_flags &= ~IFF_UP;
-	assert_int_equal(ioctl(s, SIOCSIFFLAGS, &ifr), 0);
-	close(s);
 }
 
 /* A tap name of this process's own (tests of several runs may overlap). */
@@ -510,37 +184,6 @@ static void link_delete(const char *name)
 	assert_int_equal(ack.h.nlmsg_type, NLMSG_ERROR);
 	assert_int_equal(ack.e.error, 0);
 	close(s);
-}
-
-static int packet_socket(const char *name)
-{
-	struct sockaddr_ll sll;
-	int s = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
-
-	assert_true(s >= 0);
-	memset(&sll, 0, sizeof(sll));
-	sll.sll_family = AF_PACKET;
-	sll.sll_protocol = htons(ETH_P_ALL);
-	sll.sll_ifindex = (int)if_nametoindex(name);
-	assert_true(sll.sll_ifindex > 0);
-	assert_int_equal(bind(s, (struct sockaddr *)&sll, sizeof(sll)), 0);
-	return s;
-}
-
-static const uint8_t test_mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
-static const uint8_t host_mac[6] = {0x02, 0x00, 0x00, 0x00, 0x00, 0x01};
-static const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-
-static size_t make_frame(uint8_t *f, const uint8_t dst[6], const uint8_t src[6],
-			 const char *text, size_t len)
-{
-	memcpy(f, dst, 6);
-	memcpy(f + 6, src, 6);
-	f[12] = TEST_ETHERTYPE >> 8;
-	f[13] = TEST_ETHERTYPE & 0xff;
-	memset(f + 14, 0, len - 14);
-	memcpy(f + 14, text, strlen(text));
-	return len;
 }
 
 #define UDP_FRAME_LEN (14 + 20 + 8 + 16)
@@ -592,32 +235,6 @@ static int udp_flow(const uint8_t *f, uint32_t len)
 	return (int)i;
 }
 
-/* Read frames from the packet socket until our test frame shows up. */
-static ssize_t pkt_recv_test_frame(int s, uint8_t *buf, size_t cap,
-				   const char *text)
-{
-	struct timespec ts;
-
-	deadline_after(&ts, WAIT_MS);
-	while (!past(&ts)) {
-		struct pollfd p = {.fd = s, .events = POLLIN};
-		struct sockaddr_ll from;
-		socklen_t fl = sizeof(from);
-		ssize_t n;
-
-		if (poll(&p, 1, 100) <= 0)
-			continue;
-		n = recvfrom(s, buf, cap, 0, (struct sockaddr *)&from, &fl);
-		if (n < 14 || from.sll_pkttype == PACKET_OUTGOING)
-			continue;
-		if (buf[12] == (TEST_ETHERTYPE >> 8) &&
-		    buf[13] == (TEST_ETHERTYPE & 0xff) &&
-		    !memcmp(buf + 14, text, strlen(text)))
-			return n;
-	}
-	return -1;
-}
-
 /* A frame with its (junk) header in one readable buffer on queue @q. */
 static void post_tx(struct harness *h, int q, const char *text)
 {
@@ -628,7 +245,15 @@ static void post_tx(struct harness *h, int q, const char *text)
 	make_frame(frame, bcast, test_mac, text, sizeof(frame));
 	memset(gptr(h, b, NET_HDR), 0, NET_HDR);
 	memcpy(gptr(h, b + NET_HDR, sizeof(frame)), frame, sizeof(frame));
-	post(h, q, &s, 1);
+	post(h, q, &s, 1, false);
+}
+
+/* Transmit a frame on queue @q and wait until the device returns it. */
+static void tx_frame(struct harness *h, int q, const char *text)
+{
+	post_tx(h, q, text);
+	kick(h, q);
+	assert_true(wait_used(h, q, 1));
 }
 
 static uint64_t post_rx_buf(struct harness *h, int q, uint32_t len)
@@ -637,7 +262,7 @@ static uint64_t post_rx_buf(struct harness *h, int q, uint32_t len)
 	struct seg s = {b, len, true};
 
 	memset(gptr(h, b, len), 0xcc, len);
-	post(h, q, &s, 1);
+	post(h, q, &s, 1, false);
 	return b;
 }
 
@@ -657,11 +282,24 @@ static uint8_t ctrl_cmd(struct harness *h, int cq, uint8_t class, uint8_t cmd,
 	if (dlen)
 		memcpy(p + 2, data, dlen);
 	*(uint8_t *)gptr(h, ack, 1) = 0xee;
-	post(h, cq, s, 2);
+	post(h, cq, s, 2, false);
 	kick(h, cq);
 	assert_true(wait_used(h, cq, 1));
 	assert_int_equal(last_used(h, cq).len, 1);
 	return *(uint8_t *)gptr(h, ack, 1);
+}
+
+/*
+ * Post the chain @s of @n segments on the control queue @cq: the device
+ * must refuse it with NEEDS_RESET, its @irqs-th configuration interrupt.
+ */
+static void ctrl_breaks(struct harness *h, int cq, const struct seg *s, int n,
+			unsigned int irqs)
+{
+	post(h, cq, s, n, false);
+	kick(h, cq);
+	assert_true(wait_config_irqs(h, irqs));
+	assert_true(virtio_needs_reset(h->vd));
 }
 
 static uint8_t set_pairs(struct harness *h, int cq, uint16_t k)
@@ -776,10 +414,7 @@ static void test_mq_ctrl_queue(void **state)
 	out = galloc(h, 4);
 	memcpy(gptr(h, out, 4), (uint8_t[]){CTRL_MQ, 0, 2, 0}, 4);
 	s[0] = (struct seg){out, 4, false};
-	post(h, 6, s, 1);
-	kick(h, 6);
-	assert_true(wait_config_irqs(h, 1));
-	assert_true(virtio_needs_reset(h->vd));
+	ctrl_breaks(h, 6, s, 1, 1);
 
 	/* A header of one byte. */
 	restart_device(h);
@@ -787,10 +422,7 @@ static void test_mq_ctrl_queue(void **state)
 	in = galloc(h, 1);
 	s[0] = (struct seg){out, 1, false};
 	s[1] = (struct seg){in, 1, true};
-	post(h, 6, s, 2);
-	kick(h, 6);
-	assert_true(wait_config_irqs(h, 2));
-	assert_true(virtio_needs_reset(h->vd));
+	ctrl_breaks(h, 6, s, 2, 2);
 	restart_device(h);
 	assert_int_equal(set_pairs(h, 6, 3), NET_OK);
 
@@ -859,14 +491,10 @@ static void test_mq_frames_on_every_pair(void **state)
 	start_device(h, h->vd, MQ_FEATURES);
 
 	/* TX on pair 1, and on pair 2 which is not active: both sent. */
-	post_tx(h, 3, "dvmm mq tx 1");
-	kick(h, 3);
-	assert_true(wait_used(h, 3, 1));
+	tx_frame(h, 3, "dvmm mq tx 1");
 	n = pkt_recv_test_frame(h->pkt, got, sizeof(got), "dvmm mq tx 1");
 	assert_int_equal(n, 64);
-	post_tx(h, 5, "dvmm mq tx 2");
-	kick(h, 5);
-	assert_true(wait_used(h, 5, 1));
+	tx_frame(h, 5, "dvmm mq tx 2");
 	n = pkt_recv_test_frame(h->pkt, got, sizeof(got), "dvmm mq tx 2");
 	assert_int_equal(n, 64);
 	virtio_net_get_pair_stats(h->net, 1, &st);
@@ -923,40 +551,42 @@ static void test_mq_frames_on_every_pair(void **state)
 
 /* ---- link status ---- */
 
+/*
+ * Set the tap @name up or down: the device's link follows, announced by
+ * its @irqs-th configuration interrupt and a new configuration generation.
+ */
+static void tap_link(struct harness *h, const char *name, bool up,
+		     unsigned int irqs)
+{
+	uint8_t gen = cfg_generation(h);
+
+	tap_set(name, up);
+	assert_true(wait_config_irqs(h, irqs));
+	assert_int_equal(cfg_status(h), up);
+	assert_int_equal(virtio_net_link_is_up(h->net), up);
+	assert_true(cfg_generation(h) != gen);
+}
+
 static void test_link_follows_tap(void **state)
 {
 	struct harness *h = *state;
 	struct virtio_net_opts o = {.npairs = 1, .mac = test_mac};
 	struct virtio_net_stats st;
 	char name[IFNAMSIZ];
-	uint8_t gen;
 
 	create_or_skip(h, &o);
 	snprintf(name, sizeof(name), "%s", virtio_net_tap_name(h->net));
 	start_device(h, h->vd, BASE_FEATURES);
 	assert_int_equal(cfg_status(h), 1);
-	gen = cfg_generation(h);
-
-	tap_set(name, false);
-	assert_true(wait_config_irqs(h, 1));
-	assert_int_equal(cfg_status(h), 0);
-	assert_false(virtio_net_link_is_up(h->net));
-	assert_true(cfg_generation(h) != gen);
+	tap_link(h, name, false, 1);
 
 	/* Down: TX drops, nothing breaks. */
-	post_tx(h, 1, "dvmm link down");
-	kick(h, 1);
-	assert_true(wait_used(h, 1, 1));
+	tx_frame(h, 1, "dvmm link down");
 	virtio_net_get_stats(h->net, &st);
 	assert_int_equal(st.tx_dropped, 1);
 	assert_false(virtio_needs_reset(h->vd));
 
-	gen = cfg_generation(h);
-	tap_set(name, true);
-	assert_true(wait_config_irqs(h, 2));
-	assert_int_equal(cfg_status(h), 1);
-	assert_true(virtio_net_link_is_up(h->net));
-	assert_true(cfg_generation(h) != gen);
+	tap_link(h, name, true, 2);
 }
 
 /* The device's link is up when every ACTIVE pair's is. */
@@ -1017,9 +647,7 @@ static void test_link_tap_deleted(void **state)
 	assert_true(wait_config_irqs(h, 1));
 	assert_int_equal(cfg_status(h), 0);
 	assert_false(virtio_needs_reset(h->vd));
-	post_tx(h, 1, "dvmm tap gone");
-	kick(h, 1);
-	assert_true(wait_used(h, 1, 1));
+	tx_frame(h, 1, "dvmm tap gone");
 	virtio_net_get_stats(h->net, &st);
 	assert_int_equal(st.tx_dropped, 1);
 	assert_false(virtio_needs_reset(h->vd));
@@ -1031,9 +659,7 @@ static void test_link_tap_deleted(void **state)
 	h->vd->ops->resume(h->vd);
 	assert_true(wait_config_irqs(h, 2));
 	assert_int_equal(cfg_status(h), 1);
-	post_tx(h, 1, "dvmm tap back");
-	kick(h, 1);
-	assert_true(wait_used(h, 1, 1));
+	tx_frame(h, 1, "dvmm tap back");
 	virtio_net_get_stats(h->net, &st);
 	assert_int_equal(st.tx_packets, 1);
 }
@@ -1187,22 +813,10 @@ static void srv_link(void *opaque, bool up)
 	pthread_mutex_unlock(&h->ft.lock);
 }
 
+/* Wait until the server has reported its link @n times. */
 static bool wait_links(struct harness *h, unsigned int n)
 {
-	struct timespec ts;
-	bool ok = true;
-
-	deadline_after(&ts, WAIT_MS);
-	pthread_mutex_lock(&h->ft.lock);
-	while (h->fr.links < n) {
-		if (pthread_cond_timedwait(&h->ft.cond, &h->ft.lock, &ts) ==
-		    ETIMEDOUT) {
-			ok = h->fr.links >= n;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&h->ft.lock);
-	return ok;
+	return wait_count(h, &h->fr.links, n);
 }
 
 static void server_setup(struct harness *h, struct virtio_net_pair_setup *s)
@@ -1320,13 +934,8 @@ static size_t put_frames(uint8_t *buf, size_t off, unsigned int cnt,
 
 	memcpy(buf + off, &le, 4);
 	off += 4;
-	for (unsigned int i = 0; i < cnt; i++) {
-		le = htole32(len);
-		memcpy(buf + off, &le, 4);
-		memset(buf + off + 4, 0, NET_HDR);
-		memset(buf + off + 4 + NET_HDR, fill + i, len - NET_HDR);
-		off += 4 + len;
-	}
+	for (unsigned int i = 0; i < cnt; i++)
+		put_frame(buf, &off, len, fill + i);
 	return off;
 }
 
@@ -1336,7 +945,7 @@ static void test_mq_save_load(void **state)
 	static const uint8_t mac2[6] = {0x52, 0x54, 0x00, 0xab, 0xcd, 0xef};
 	struct virtio_net_opts o = {.npairs = 2,
 				    .flags = VIRTIO_CREATE_RELEASED};
-	uint8_t buf[4096], out[4096], expect[200];
+	uint8_t buf[4096], out[4096];
 	char why[256];
 	uint64_t b0, b1, b2;
 	size_t off, good;
@@ -1400,13 +1009,10 @@ static void test_mq_save_load(void **state)
 	kick(h, 2);
 	assert_true(wait_used(h, 0, 1));
 	assert_int_equal(last_used(h, 0).len, NET_HDR + 60);
-	memset(expect, 0xa0, 60);
-	assert_memory_equal(gptr(h, b0 + NET_HDR, 60), expect, 60);
+	check_rx_fill(h, b0, 60, 0xa0);
 	assert_true(wait_used(h, 2, 2));
-	memset(expect, 0xb0, 100);
-	assert_memory_equal(gptr(h, b1 + NET_HDR, 100), expect, 100);
-	memset(expect, 0xb1, 100);
-	assert_memory_equal(gptr(h, b2 + NET_HDR, 100), expect, 100);
+	check_rx_fill(h, b1, 100, 0xb0);
+	check_rx_fill(h, b2, 100, 0xb1);
 }
 
 int main(void)
