@@ -207,6 +207,15 @@ for n in 2 3; do
 	done
 done
 echo
+echo "Reading the tables: a vCPU using the NIC or pair of its own node keeps"
+echo "the rings and buffers it writes on that node, where the NIC is served;"
+echo "a vCPU on another node writes them on its node and the NIC's node"
+echo "fetches them through the DSM (a page fault and a round trip over the"
+echo "cluster transport per page, docs/dsm.md), and the pages travel back for"
+echo "the next request: that is the added round trip in the last table. A"
+echo "remote pair's interrupt goes through the device's home (one message"
+echo "more, docs/globalnic.md)."
+echo
 echo "Commands (guest command line after \`--cmdline\` / \`-append\`; each"
 echo "tap has an echo peer: \`build/tools/udp_echo ADDR $PORT SECS\` in its"
 echo "namespace; for the clusters the taps are made by dvmm in dvmm-PID-K and"
