@@ -1023,6 +1023,12 @@ bool test_netfail(char *msg)
 	if (skipped)
 		printf("INFO netfail: %lu slots skipped (transmit ring full)\n",
 		       skipped);
+	/* Counted now: the status may have been read before it arrived. */
+	cfg_seen = virtio_config_irqs(nn[0]->vd);
+	if (cfg_seen == cfg0)
+		return FAIL("net0's link went down without a configuration "
+			    "interrupt (%lu ms later)", (clock_ns() - t_move) /
+			    NSEC_PER_MSEC);
 	snprintf(msg, MSG_LEN, "moved after seq %lu: gap %lu us from the last "
 		 "echo on net0 to the first on net1; %lu echoes on net0, %lu "
 		 "on net1, %lu config irqs", seq_move ? seq_move - 1 : 0,
