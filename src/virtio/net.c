@@ -406,29 +406,32 @@ static int if_socket(struct err *e)
 	return s;
 }
 
+/* ioctl @req (@what in the message) on interface @name through @s. */
+static int if_ioctl(int s, unsigned long req, const char *what,
+		    const char *name, struct ifreq *ifr, struct err *e)
+{
+	snprintf(ifr->ifr_name, sizeof(ifr->ifr_name), "%s", name);
+	if (ioctl(s, req, ifr) < 0)
+		return err_set(e, -errno, "tap %s: %s: %s", name, what,
+			       strerror(errno));
+	return 0;
+}
+
 /* Interface @name: its index and whether it is up. */
 static int tap_query(const char *name, int *ifindex, bool *up, struct err *e)
 {
-	struct ifreq ifr;
-	int s = if_socket(e), rc = 0;
+	struct ifreq ifr = {0};
+	int s = if_socket(e), rc;
 
 	if (s < 0)
 		return s;
-	memset(&ifr, 0, sizeof(ifr));
-	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
-	if (ioctl(s, SIOCGIFINDEX, &ifr) < 0) {
-		rc = err_set(e, -errno, "tap %s: SIOCGIFINDEX: %s", name,
-			     strerror(errno));
-		goto out;
-	}
-	*ifindex = ifr.ifr_ifindex;
-	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) {
-		rc = err_set(e, -errno, "tap %s: SIOCGIFFLAGS: %s", name,
-			     strerror(errno));
-		goto out;
-	}
-	*up = ifr.ifr_flags & IFF_UP;
-out:
+	rc = if_ioctl(s, SIOCGIFINDEX, "SIOCGIFINDEX", name, &ifr, e);
+	if (!rc)
+		*ifindex = ifr.ifr_ifindex;
+	if (!rc)
+		rc = if_ioctl(s, SIOCGIFFLAGS, "SIOCGIFFLAGS", name, &ifr, e);
+	if (!rc)
+		*up = ifr.ifr_flags & IFF_UP;
 	close(s);
 	return rc;
 }
@@ -436,22 +439,16 @@ out:
 /* Bring interface @name up (a tap of dvmm's own, just made). */
 static int tap_set_up(const char *name, struct err *e)
 {
-	struct ifreq ifr;
-	int s = if_socket(e), rc = 0;
+	struct ifreq ifr = {0};
+	int s = if_socket(e), rc;
 
 	if (s < 0)
 		return s;
-	memset(&ifr, 0, sizeof(ifr));
-	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
-	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) {
-		rc = err_set(e, -errno, "tap %s: SIOCGIFFLAGS: %s", name,
-			     strerror(errno));
-	} else {
+	rc = if_ioctl(s, SIOCGIFFLAGS, "SIOCGIFFLAGS", name, &ifr, e);
+	if (!rc) {
 		ifr.ifr_flags |= IFF_UP;
-		if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
-			rc = err_set(e, -errno,
-				     "tap %s: cannot bring it up: %s", name,
-				     strerror(errno));
+		rc = if_ioctl(s, SIOCSIFFLAGS, "cannot bring it up", name, &ifr,
+			      e);
 	}
 	close(s);
 	return rc;
