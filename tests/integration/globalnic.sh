@@ -31,12 +31,16 @@ gn_carried() {
 }
 
 # gn_start NODES CPUS CMDLINE NET-OPTIONS... : the cluster in namespaces.
+# The guest's console goes to $TMP/console, the nodes' log lines to
+# $TMP/out (a node's line could otherwise land inside a guest's line).
 gn_start() {
 	cluster_env
 	nodes=$1 cpus=$2 cmd=$3
 	shift 3
+	: >"$TMP/console"
 	start_dvmm_bg "$TMP/out" run --nodes "$nodes" --netns --cpus "$cpus" \
-		--memory 128M --kernel "$GUEST" "$@" --cmdline "$cmd"
+		--memory 128M --kernel "$GUEST" --console "file:$TMP/console" \
+		"$@" --cmdline "$cmd"
 	pid=$BGPID
 	note_cluster_netns "$pid" "$nodes"
 }
@@ -60,11 +64,11 @@ gn_per_node() { # nodes
 		gn_peer "$pid" "$k" "gn$k" "10.0.$((k + 2)).1" || return 1
 	done
 	gn_finish "$pid" 240 || return 1
-	expect_passes "$TMP/out" net || return 1
+	expect_passes "$TMP/console" net || return 1
 	for k in $(seq 0 $((gn_n - 1))); do
 		gn_carried "$k" "gn$k" || return 1
 		for c in $(seq 0 $((gn_n - 1))); do
-			grep -q "^INFO net$k cpu$c " "$TMP/out" ||
+			grep -q "^INFO net$k cpu$c " "$TMP/console" ||
 				fail "no net check of NIC $k from cpu $c" ||
 				return 1
 		done
@@ -89,10 +93,10 @@ gn_mq() { # nodes
 			return 1
 	done
 	gn_finish "$pid" 240 || return 1
-	expect_passes "$TMP/out" net || return 1
+	expect_passes "$TMP/console" net || return 1
 	for k in $(seq 0 $((gn_n - 1))); do
 		gn_carried "$k" "mq$k" || return 1
-		grep -q "^INFO net0 pair$k tx=[1-9][0-9]* rx=[1-9]" "$TMP/out" ||
+		grep -q "^INFO net0 pair$k tx=[1-9][0-9]* rx=[1-9]" "$TMP/console" ||
 			fail "pair $k carried nothing in the guest" || return 1
 	done
 }
@@ -107,7 +111,7 @@ gn_failover() { # how
 		--net node=0,tap=fo0 --net node=1,tap=fo1
 	gn_peer "$pid" 0 fo0 10.0.2.1 || return 1
 	gn_peer "$pid" 1 fo1 10.0.3.1 || return 1
-	wait_for "grep -q '^INFO netfail: sending on net0' $TMP/out" 120 \
+	wait_for "grep -q '^INFO netfail: sending on net0' $TMP/console" 120 \
 		"the guest's traffic on net0" || return 1
 	if [ "$1" = del ]; then
 		ip -n "dvmm-$pid-0" link del fo0 || fail "cannot delete fo0" ||
@@ -116,8 +120,8 @@ gn_failover() { # how
 		ip -n "dvmm-$pid-0" link set fo0 down || return 1
 	fi
 	gn_finish "$pid" 120 || return 1
-	expect_passes "$TMP/out" netfail || return 1
-	grep -q '^INFO netfail: net0 link down' "$TMP/out" ||
+	expect_passes "$TMP/console" netfail || return 1
+	grep -q '^INFO netfail: net0 link down' "$TMP/console" ||
 		fail "the guest did not see net0's link go down" || return 1
 	grep -q 'fo0.*link down' "$TMP/out" ||
 		fail "dvmm did not log fo0's link going down" || return 1
